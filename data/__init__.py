@@ -1,0 +1,1 @@
+"""Data: schemas, judge prompt templates, the synthetic task and converters for public sets."""

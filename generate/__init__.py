@@ -1,0 +1,1 @@
+"""Stage 2 machinery: sampling judgments, parsing verdicts, perplexity scoring, levels and pairs."""

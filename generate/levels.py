@@ -1,0 +1,113 @@
+"""Multi-level labels and within-prompt preference pairs (design.md §1 steps 2-3).
+
+A sampled judgment is *correct* when its verdict picks the good answer. With its perplexity score
+and a threshold p it gets one of four levels, ordered SA > WA > WR > SR:
+
+    correct   & score >  p  -> SA (Strong Accept)     correct   & score <= p -> WA (Weak Accept)
+    incorrect & score <= p  -> WR (Weak Reject)       incorrect & score >  p -> SR (Strong Reject)
+
+A confidently wrong judgment is the one most strongly rejected. Pairs join an accepted and a
+rejected sample of the *same item and the same exact prompt*: DPO compares two responses to one x.
+"""
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+
+LEVEL_VALUES = {"SA": 2, "WA": 1, "WR": -1, "SR": -2}
+ACCEPT = ("SA", "WA")
+REJECT = ("WR", "SR")
+
+
+def resolve_threshold(spec: str | float, scores: list[float]) -> float:
+    """A number, 'median', or a quantile 'qX' (e.g. 'q0.25') of the scores."""
+    if isinstance(spec, (int, float)):
+        return float(spec)
+    spec = str(spec).strip()
+    if spec == "median":
+        return statistics.median(scores) if scores else 0.5
+    if spec.startswith("q"):
+        q = float(spec[1:])
+        if not 0.0 < q < 1.0:
+            raise ValueError(f"quantile threshold must be in (0, 1), got {spec!r}")
+        if not scores:
+            return 0.5
+        s = sorted(scores)
+        pos = q * (len(s) - 1)  # linear interpolation, as numpy's default
+        lo = int(pos)
+        return s[lo] + (s[min(lo + 1, len(s) - 1)] - s[lo]) * (pos - lo)
+    try:
+        return float(spec)
+    except ValueError:
+        raise ValueError(f"threshold must be a number, 'median' or 'qX', got {spec!r}") from None
+
+
+def assign_level(correct: bool, score: float, threshold: float) -> str:
+    if correct:
+        return "SA" if score > threshold else "WA"
+    return "SR" if score > threshold else "WR"
+
+
+def build_pairs(samples: list[dict], max_pairs_per_item: int | None = None) -> list[dict]:
+    """Accepted x rejected pairs inside each (item, prompt) group, widest level gaps first.
+
+    `samples` need item_id, prompt_id, prompt, response, level, score. Identical responses to the
+    same prompt are counted once. Per item, at most `max_pairs_per_item` pairs are kept, ranked by
+    level gap, then by score difference, then by sample order (deterministic).
+    """
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for s in samples:
+        if s.get("level") is None:
+            continue
+        key = (s["item_id"], s["prompt_id"])
+        if any(o["response"] == s["response"] for o in groups[key]):
+            continue
+        groups[key].append(s)
+    by_item: dict = defaultdict(list)
+    for (item_id, _), group in groups.items():
+        accepted = [s for s in group if s["level"] in ACCEPT]
+        rejected = [s for s in group if s["level"] in REJECT]
+        for c in accepted:
+            for r in rejected:
+                by_item[item_id].append(_pair(c, r))
+    pairs = []
+    for item_id, cands in by_item.items():
+        ranked = sorted(enumerate(cands), key=lambda t: (-t[1]["gap"], -(t[1]["chosen_score"] - t[1]["rejected_score"]), t[0]))
+        kept = ranked if max_pairs_per_item is None else ranked[:max_pairs_per_item]
+        pairs.extend(p for _, p in sorted(kept, key=lambda t: t[0]))  # keep generation order
+    return pairs
+
+
+def _pair(c: dict, r: dict) -> dict:
+    return {
+        "item_id": c["item_id"], "prompt_id": c["prompt_id"], "prompt": c["prompt"],
+        "chosen": c["response"], "rejected": r["response"],
+        "chosen_level": c["level"], "rejected_level": r["level"],
+        "chosen_score": c["score"], "rejected_score": r["score"],
+        "gap": LEVEL_VALUES[c["level"]] - LEVEL_VALUES[r["level"]],
+    }
+
+
+def refinement_stats(samples: list[dict], pairs: list[dict], threshold: float) -> dict:
+    """The numbers a user checks first: how samples spread over levels and what pairs came out."""
+    items = {s["item_id"] for s in samples}
+    items_with_pairs = {p["item_id"] for p in pairs}
+    levels = {lv: sum(1 for s in samples if s.get("level") == lv) for lv in LEVEL_VALUES}
+    mean_ppl = {}
+    for lv in LEVEL_VALUES:
+        vals = [s["ppl"] for s in samples if s.get("level") == lv]
+        mean_ppl[lv] = round(sum(vals) / len(vals), 4) if vals else None
+    n = len(samples)
+    return {
+        "items": len(items),
+        "samples": n,
+        "parse_failures": sum(1 for s in samples if s["verdict"] is None),
+        "sample_accuracy": round(sum(1 for s in samples if s["correct"]) / n, 4) if n else None,
+        "threshold": threshold,
+        "levels": levels,
+        "mean_ppl_per_level": mean_ppl,
+        "pairs": len(pairs),
+        "pairs_per_item": round(len(pairs) / len(items), 3) if items else 0.0,
+        "items_without_pairs": len(items - items_with_pairs),
+        "pair_gaps": {str(g): sum(1 for p in pairs if p["gap"] == g) for g in sorted({p["gap"] for p in pairs})},
+    }

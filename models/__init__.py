@@ -1,0 +1,1 @@
+"""Models: loading, the tiny test model, the M-DPO loss and trainers."""

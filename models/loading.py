@@ -1,0 +1,90 @@
+"""Load any causal LM judge (local path or hub id) the same way in every script."""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from utils.logging import get_logger
+
+log = get_logger(__name__)
+DTYPES = {"auto": "auto", "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
+          "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}
+
+
+@dataclass
+class ModelArguments:
+    """Which model to load and how; shared by every script."""
+
+    model_name_or_path: str = field(default=None, metadata={"help": "Local directory or hub id."})
+    dtype: str = field(default="auto", metadata={"help": "auto | bf16 | fp16 | fp32"})
+    attn_implementation: str = field(
+        default="sdpa", metadata={"help": "sdpa | eager | flash_attention_2 (falls back to sdpa when not installed)"}
+    )
+    trust_remote_code: bool = field(default=False)
+    use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of all weights."})
+    lora_r: int = field(default=16)
+    lora_alpha: int = field(default=32)
+    lora_dropout: float = field(default=0.05)
+    lora_target_modules: str = field(default="all-linear", metadata={"help": "'all-linear' or comma-separated names"})
+
+
+def resolve_attn_implementation(name: str) -> str:
+    if name == "flash_attention_2" and (
+        importlib.util.find_spec("flash_attn") is None or not torch.cuda.is_available()
+    ):
+        log.warning("flash_attention_2 requested but flash-attn/CUDA is not available; using sdpa")
+        return "sdpa"
+    return name
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
+    """Tokenizer with a pad token (EOS stands in when the model has none, as for Llama 3)."""
+    tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def lora_config(args: ModelArguments, task_type: str = "CAUSAL_LM"):
+    from peft import LoraConfig
+
+    targets = args.lora_target_modules
+    return LoraConfig(
+        r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, task_type=task_type,
+        target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+    )
+
+
+def load_model_and_tokenizer(args: ModelArguments, model_class=AutoModelForCausalLM, peft_task_type="CAUSAL_LM",
+                             **model_kwargs):
+    """Returns (model, tokenizer). With `use_peft`, the model comes wrapped in LoRA adapters."""
+    if not args.model_name_or_path:
+        raise ValueError("model_name_or_path is required")
+    tokenizer = load_tokenizer(args.model_name_or_path, args.trust_remote_code)
+    if args.dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {args.dtype!r}")
+    model = model_class.from_pretrained(
+        args.model_name_or_path, dtype=DTYPES[args.dtype], trust_remote_code=args.trust_remote_code,
+        attn_implementation=resolve_attn_implementation(args.attn_implementation), **model_kwargs,
+    )
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if args.use_peft:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, lora_config(args, peft_task_type))
+        model.print_trainable_parameters()
+    return model, tokenizer
+
+
+def save_for_inference(model, tokenizer, output_dir: str) -> None:
+    """Save a checkpoint that `from_pretrained` loads as is: LoRA adapters are merged first."""
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)

@@ -1,0 +1,150 @@
+"""M-DPO on `transformers.Trainer`: accelerate/DeepSpeed, gradient accumulation, checkpointing,
+resume and logging come from the Trainer; this file adds the pair batches and the weighted loss.
+
+Chosen and rejected run in one concatenated forward. Reference log-probs are by default computed
+once before training and stored with each pair, so no reference model sits in memory while
+training; `precompute_ref_log_probs=False` keeps a live frozen reference instead (or, with LoRA,
+the policy with its adapters switched off).
+"""
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import DataLoader
+from transformers import Trainer, TrainingArguments
+
+from data.collate import encode_prompt_response, pad
+from models.logprobs import forward_logps
+from models.losses import m_dpo_loss
+
+
+@dataclass
+class MDPOConfig(TrainingArguments):
+    """TrainingArguments plus the M-DPO knobs, named as in TRL's DPOConfig where the concept is shared."""
+
+    output_dir: str = field(default=None)
+    beta: float = field(default=0.1, metadata={"help": "DPO temperature beta."})
+    weighting: str = field(default="levels", metadata={"help": "levels | scores | none (plain DPO)."})
+    alpha: float = field(default=1.0, metadata={"help": "Weights are softplus(alpha * gap)."})
+    normalize_weights: bool = field(default=False, metadata={"help": "Divide weights by their mean over the data."})
+    max_length: int = field(default=512)
+    max_prompt_length: int = field(default=None)
+    precompute_ref_log_probs: bool = field(default=True)
+    report_to: str = field(default="none")
+    logging_steps: float = field(default=10)
+    save_strategy: str = field(default="no")
+    remove_unused_columns: bool = field(default=False)
+
+
+def encode_pair(tokenizer, prompt: str, chosen: str, rejected: str, weight: float, max_length: int,
+                max_prompt_length: int | None) -> dict:
+    c = encode_prompt_response(tokenizer, prompt, chosen, max_length, max_prompt_length)
+    r = encode_prompt_response(tokenizer, prompt, rejected, max_length, max_prompt_length)
+    return {"chosen_input_ids": c["input_ids"], "chosen_labels": c["labels"],
+            "rejected_input_ids": r["input_ids"], "rejected_labels": r["labels"], "weight": float(weight)}
+
+
+class PairCollator:
+    """Stacks chosen rows then rejected rows into one right-padded batch of 2B sequences."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        ids = [f["chosen_input_ids"] for f in features] + [f["rejected_input_ids"] for f in features]
+        labels = [f["chosen_labels"] for f in features] + [f["rejected_labels"] for f in features]
+        batch = {
+            "input_ids": pad(ids, self.pad_token_id),
+            "attention_mask": pad([[1] * len(s) for s in ids], 0),
+            "labels": pad(labels, -100),
+            "weights": torch.tensor([f["weight"] for f in features], dtype=torch.float32),
+        }
+        if "ref_chosen_logps" in features[0]:
+            batch["ref_chosen_logps"] = torch.tensor([f["ref_chosen_logps"] for f in features])
+            batch["ref_rejected_logps"] = torch.tensor([f["ref_rejected_logps"] for f in features])
+        return batch
+
+
+class MDPOTrainer(Trainer):
+    def __init__(self, *args, ref_model=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ref_model = ref_model
+        self._metrics: dict[str, list[float]] = defaultdict(list)
+        is_peft = hasattr(self.model, "disable_adapter")
+        if self.args.precompute_ref_log_probs:
+            self.precompute_reference(ref_model if ref_model is not None else self.model)
+            self.ref_model = None
+        elif ref_model is None and not is_peft:
+            raise ValueError("a live reference needs ref_model (or a LoRA policy, whose base model is the reference)")
+        elif ref_model is not None:
+            self.ref_model = self.accelerator.prepare_model(ref_model, evaluation_mode=True)
+
+    @torch.no_grad()
+    def precompute_reference(self, ref_model) -> None:
+        """Reference log-probs of every pair, stored on the pairs: computed once, before training."""
+        ref_model.eval()
+        device = self.args.device
+        moved = next(ref_model.parameters()).device != device
+        if moved:
+            ref_model.to(device)
+        loader = DataLoader(self.train_dataset, batch_size=self.args.per_device_eval_batch_size,
+                            collate_fn=self.data_collator, shuffle=False)
+        chosen, rejected = [], []
+        for batch in loader:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with self.autocast_context():
+                logps, _ = forward_logps(ref_model, batch)
+            n = batch["weights"].shape[0]
+            chosen += logps[:n].tolist()
+            rejected += logps[n:].tolist()
+        for ex, c, r in zip(self.train_dataset, chosen, rejected):
+            ex["ref_chosen_logps"], ex["ref_rejected_logps"] = c, r
+
+    def autocast_context(self):
+        if self.args.bf16:
+            return torch.autocast(device_type=self.args.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def reference_logps(self, model, batch) -> torch.Tensor:
+        if "ref_chosen_logps" in batch:
+            return torch.cat([batch["ref_chosen_logps"], batch["ref_rejected_logps"]])
+        with torch.no_grad():
+            if self.ref_model is not None:
+                return forward_logps(self.ref_model, batch)[0]
+            with self.accelerator.unwrap_model(model).disable_adapter():
+                return forward_logps(model, batch)[0]
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        n = inputs["weights"].shape[0]
+        logps, _ = forward_logps(model, inputs)
+        ref = self.reference_logps(model, inputs).to(logps.dtype)
+        loss, chosen_rewards, rejected_rewards = m_dpo_loss(
+            logps[:n], logps[n:], ref[:n], ref[n:], inputs["weights"], self.args.beta
+        )
+        self._record(chosen_rewards, rejected_rewards, logps[:n].detach(), logps[n:].detach(), inputs["weights"])
+        return (loss, {"chosen_rewards": chosen_rewards, "rejected_rewards": rejected_rewards}) if return_outputs else loss
+
+    def _record(self, chosen_rewards, rejected_rewards, chosen_logps, rejected_logps, weights) -> None:
+        gather = self.accelerator.gather_for_metrics
+        mode = "train" if self.model.training else "eval"
+        prefix = "" if mode == "train" else "eval_"
+        values = {
+            "rewards/chosen": chosen_rewards, "rewards/rejected": rejected_rewards,
+            "rewards/accuracies": (chosen_rewards > rejected_rewards).float(),
+            "rewards/margins": chosen_rewards - rejected_rewards,
+            "logps/chosen": chosen_logps, "logps/rejected": rejected_logps, "weights/mean": weights.float(),
+        }
+        for k, v in values.items():
+            self._metrics[prefix + k].append(gather(v).float().mean().item())
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        """Average the M-DPO metrics collected since the last log into this log line."""
+        eval_only = any(k.startswith("eval_") for k in logs)
+        for k in list(self._metrics):
+            if k.startswith("eval_") == eval_only and self._metrics[k]:
+                logs[k] = round(sum(self._metrics[k]) / len(self._metrics[k]), 6)
+                del self._metrics[k]
+        super().log(logs, *args, **kwargs)

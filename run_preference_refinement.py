@@ -1,0 +1,203 @@
+"""Stage 2 of GFRIEND: preference refinement (CoT sampling + perplexity scoring + multi-level pairs).
+
+    python run_preference_refinement.py --config configs/refine_demo.yaml [--model_name_or_path M
+        --pref_file prefs.jsonl --output_dir O --num_samples K --temperatures 0.7,1.0 ...]
+
+For every labelled pair and every prompt group (template x answer order) the SFT judge writes K
+judgments; each is parsed, scored by its conditional perplexity, and given a level; accepted and
+rejected judgments of the same prompt become DPO pairs.
+
+Items are processed in fixed chunks (by position in the pref file), each with its own seed, and
+samples.jsonl is appended chunk by chunk. A run that is stopped and started again with the same
+arguments skips finished chunks and ends with exactly the same files as an uninterrupted run.
+pairs.jsonl and stats.json are written atomically at the end; stats.json is written last.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+from tqdm.auto import tqdm
+
+from data.schemas import load_prefs
+from data.templates import judge_prompt, slot_answers, template_ids
+from generate.levels import assign_level, build_pairs, refinement_stats, resolve_threshold
+from generate.parsing import parse_verdict
+from generate.perplexity import ppl_score, response_perplexities
+from generate.sampling import HFSampler
+from models.loading import ModelArguments, load_model_and_tokenizer
+from utils.config import parse_args, run_main
+from utils.io import DataError, append_jsonl, read_jsonl_tolerant, write_json, write_jsonl
+from utils.logging import get_logger
+from utils.seed import derive_seed, set_seed
+
+log = get_logger("refine")
+ORDERS = {"both": ("A", "B"), "A": ("A",), "B": ("B",)}
+
+
+@dataclass
+class RefinementArguments:
+    pref_file: str = field(default=None, metadata={"help": "Labelled pairs {id, question, answer_pos, answer_neg}."})
+    output_dir: str = field(default=None)
+    num_samples: int = field(default=8, metadata={"help": "K judgments per prompt group, split over temperatures."})
+    temperatures: str = field(default="0.7,1.0", metadata={"help": "Comma-separated sampling temperatures."})
+    top_p: float = field(default=1.0)
+    templates: str = field(default="all", metadata={"help": "'all' or comma-separated template ids."})
+    orders: str = field(default="both", metadata={"help": "both | A | B: slot(s) of the good answer."})
+    max_new_tokens: int = field(default=256)
+    max_length: int = field(default=None, metadata={"help": "Truncation of prompt + response for scoring."})
+    tau: float = field(default=10.0, metadata={"help": "score = exp(-PPL / tau)."})
+    threshold: str = field(default="0.5", metadata={"help": "Score threshold p: a number, 'median' or 'qX'."})
+    drop_unparseable: bool = field(default=False, metadata={"help": "Drop samples without a verdict instead of rejecting them."})
+    max_pairs_per_item: int = field(default=16)
+    max_items: int = field(default=None, metadata={"help": "Use only the first N items of pref_file."})
+    items_per_chunk: int = field(default=16, metadata={"help": "Unit of seeding, batching and resuming."})
+    generation_batch_size: int = field(default=64, metadata={"help": "Sequences per generate call."})
+    scoring_batch_size: int = field(default=64)
+    seed: int = field(default=0)
+
+    # Fields that may change between a stopped run and its continuation.
+    RESUMABLE = ("max_items", "generation_batch_size", "scoring_batch_size")
+
+
+def prompt_groups(item: dict, tokenizer, templates: list[str], slots: tuple[str, ...]) -> list[dict]:
+    groups = []
+    for tid in templates:
+        for slot in slots:
+            a, b = slot_answers(item["answer_pos"], item["answer_neg"], slot)
+            groups.append({"template": tid, "pos_slot": slot, "prompt_id": f"{tid}/{slot}",
+                           "prompt": judge_prompt(tokenizer, tid, item["question"], a, b)})
+    return groups
+
+
+def samples_per_temperature(k: int, temperatures: list[float]) -> list[int]:
+    base, extra = divmod(k, len(temperatures))
+    return [base + (1 if i < extra else 0) for i in range(len(temperatures))]
+
+
+def process_chunk(chunk_index: int, items: list[dict], sampler, model, tokenizer, args: RefinementArguments,
+                  templates: list[str], temperatures: list[float]) -> list[dict]:
+    """Sample, parse and score every judgment of one chunk; levels come later (they may depend on
+    the scores of all chunks)."""
+    groups = [(item, g) for item in items for g in prompt_groups(item, tokenizer, templates, ORDERS[args.orders])]
+    prompts = [g["prompt"] for _, g in groups]
+    records = []
+    for t_index, (temp, k) in enumerate(zip(temperatures, samples_per_temperature(args.num_samples, temperatures))):
+        if k == 0:
+            continue
+        outs = sampler.generate(prompts, k, temp, args.max_new_tokens, seed=derive_seed(args.seed, chunk_index, t_index))
+        for (item, g), responses in zip(groups, outs):
+            for j, response in enumerate(responses):
+                verdict = parse_verdict(response)
+                records.append({
+                    "item_id": str(item["id"]), "category": item.get("category"), "prompt_id": g["prompt_id"],
+                    "template": g["template"], "pos_slot": g["pos_slot"], "temperature": temp, "sample": j,
+                    "prompt": g["prompt"], "response": response, "verdict": verdict,
+                    "correct": verdict == g["pos_slot"],
+                })
+    ppls = response_perplexities(model, tokenizer, [r["prompt"] for r in records], [r["response"] for r in records],
+                                 args.scoring_batch_size, args.max_length)
+    for r, ppl in zip(records, ppls):
+        r["ppl"] = ppl
+        r["score"] = ppl_score(ppl, args.tau)
+        r["level"] = None
+    return records
+
+
+def check_resume(args: RefinementArguments, model_args: ModelArguments) -> None:
+    """Refuse to mix samples of runs with different settings in one output_dir."""
+    fingerprint = {k: v for k, v in asdict(args).items() if k not in RefinementArguments.RESUMABLE}
+    fingerprint["model_name_or_path"] = model_args.model_name_or_path
+    path = os.path.join(args.output_dir, "refine_args.json")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            old = json.load(f)
+        changed = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+        if changed:
+            raise DataError(f"{path}: output_dir holds a run with other settings ({', '.join(changed)}); "
+                            "use a new --output_dir or delete it")
+    else:
+        write_json(path, fingerprint)
+
+
+def finished_records(samples_path: str, chunks: list[list[dict]]) -> dict[int, list[dict]]:
+    """Records of chunks that are complete in the log, in the order they were written; partial
+    chunks are redone from scratch."""
+    log_records = read_jsonl_tolerant(samples_path)
+    present = {r["item_id"] for r in log_records}
+    done = {}
+    for c, items in enumerate(chunks):
+        ids = {str(it["id"]) for it in items}
+        if ids <= present:
+            done[c] = [r for r in log_records if r["item_id"] in ids]
+    return done
+
+
+def finalize(records: list[dict], args: RefinementArguments) -> tuple[list[dict], list[dict], dict]:
+    if args.drop_unparseable:
+        records = [r for r in records if r["verdict"] is not None]
+    threshold = resolve_threshold(args.threshold, [r["score"] for r in records])
+    for r in records:
+        r["level"] = assign_level(r["correct"], r["score"], threshold)
+    pairs = build_pairs(records, args.max_pairs_per_item)
+    return records, pairs, refinement_stats(records, pairs, threshold)
+
+
+def main(argv=None) -> None:
+    model_args, args = parse_args((ModelArguments, RefinementArguments), argv)
+    for name in ("model_name_or_path", "pref_file", "output_dir"):
+        if not (getattr(model_args, name, None) or getattr(args, name, None)):
+            raise DataError(f"--{name} is required (flag or config)")
+    if args.orders not in ORDERS:
+        raise DataError(f"--orders must be one of {', '.join(ORDERS)}, got {args.orders!r}")
+    templates = template_ids(args.templates)
+    temperatures = [float(t) for t in str(args.temperatures).split(",") if t.strip()]
+    resolve_threshold(args.threshold, [])  # fail early on a malformed threshold
+    items = load_prefs(args.pref_file)
+    if args.max_items is not None:
+        items = items[: args.max_items]
+    os.makedirs(args.output_dir, exist_ok=True)
+    check_resume(args, model_args)
+    stats_path = os.path.join(args.output_dir, "stats.json")
+    if os.path.exists(stats_path):
+        os.remove(stats_path)  # this run's stats will replace it; until then the run is unfinished
+
+    set_seed(args.seed)
+    model, tokenizer = load_model_and_tokenizer(model_args)
+    sampler = HFSampler(model, tokenizer, batch_size=args.generation_batch_size, top_p=args.top_p)
+    size = args.items_per_chunk
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
+    samples_path = os.path.join(args.output_dir, "samples.jsonl")
+    done = finished_records(samples_path, chunks)
+    write_jsonl(samples_path, [r for c in sorted(done) for r in done[c]])  # drop partial chunks
+    if done:
+        log.info("resuming: %d of %d chunks already sampled", len(done), len(chunks))
+
+    bar = tqdm(total=len(items), unit="item", desc="refine", initial=sum(len(chunks[c]) for c in done))
+    for c, chunk in enumerate(chunks):
+        if c in done:
+            continue
+        done[c] = process_chunk(c, chunk, sampler, model, tokenizer, args, templates, temperatures)
+        append_jsonl(samples_path, done[c])
+        bar.update(len(chunk))
+    bar.close()
+
+    records = [r for c in range(len(chunks)) for r in done[c]]
+    records, pairs, stats = finalize(records, args)
+    write_jsonl(samples_path, records)
+    write_jsonl(os.path.join(args.output_dir, "pairs.jsonl"), pairs)
+    write_json(stats_path, stats)
+    print(summary_line(stats))
+
+
+def summary_line(stats: dict) -> str:
+    lv = stats["levels"]
+    return (f"refinement: {stats['items']} items, {stats['samples']} samples "
+            f"(accuracy {stats['sample_accuracy']}, {stats['parse_failures']} unparseable), "
+            f"levels SA={lv['SA']} WA={lv['WA']} WR={lv['WR']} SR={lv['SR']} at p={stats['threshold']:.4g}, "
+            f"{stats['pairs']} pairs ({stats['pairs_per_item']}/item, {stats['items_without_pairs']} items without)")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,96 @@
+"""Stage 1 of GFRIEND: supervised fine-tuning of the judge on chains of thought.
+
+    python run_sft.py --config configs/sft_demo.yaml [--model_name_or_path M --train_file F ...]
+
+Rows are either the judge form {question, answer_a, answer_b, chain_of_thought, verdict}, rendered
+with the judge templates into prompt X and response E + "Verdict: Y", or the plain form
+{question, chain_of_thought}. The loss covers response tokens only.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from transformers import Trainer, TrainingArguments
+
+from data.collate import PromptResponseCollator, encode_prompt_response
+from data.schemas import load_sft
+from data.templates import apply_chat, format_response, judge_prompt, template_ids
+from models.loading import ModelArguments, load_model_and_tokenizer, save_for_inference
+from utils.config import parse_args, run_main, save_resolved_config
+from utils.io import DataError
+from utils.logging import get_logger
+
+log = get_logger("run_sft")
+
+
+@dataclass
+class SFTDataArguments:
+    train_file: str = field(default=None, metadata={"help": "JSONL of SFT rows (judge form or plain form)."})
+    templates: str = field(default="all", metadata={"help": "Judge template ids, rotated over rows: 'all' or 'a,b'."})
+    max_length: int = field(default=512, metadata={"help": "Max tokens of prompt + response (see data.collate)."})
+    max_prompt_length: int = field(default=None, metadata={"help": "Prompts are cut from the left to this."})
+
+
+@dataclass
+class SFTConfig(TrainingArguments):
+    output_dir: str = field(default=None, metadata={"help": "Where the checkpoint is saved."})
+    report_to: str = field(default="none")
+    logging_steps: float = field(default=10)
+    save_strategy: str = field(default="no")
+
+
+def sft_example(row: dict, index: int, tokenizer, templates: list[str]) -> tuple[str, str]:
+    """(prompt, response) text of one SFT row."""
+    if "verdict" in row:
+        tid = templates[index % len(templates)]
+        prompt = judge_prompt(tokenizer, tid, row["question"], row["answer_a"], row["answer_b"])
+        return prompt, format_response(row["chain_of_thought"], row["verdict"])
+    return apply_chat(tokenizer, row["question"]), row["chain_of_thought"]
+
+
+def build_dataset(rows: list[dict], tokenizer, data_args: SFTDataArguments) -> list[dict]:
+    templates = template_ids(data_args.templates)
+    return [
+        encode_prompt_response(tokenizer, *sft_example(r, i, tokenizer, templates), data_args.max_length,
+                               data_args.max_prompt_length)
+        for i, r in enumerate(rows)
+    ]
+
+
+def main(argv=None) -> None:
+    model_args, data_args, args = parse_args((ModelArguments, SFTDataArguments, SFTConfig), argv)
+    for name, value in (("model_name_or_path", model_args.model_name_or_path), ("train_file", data_args.train_file),
+                        ("output_dir", args.output_dir)):
+        if not value:
+            raise DataError(f"--{name} is required (flag or config)")
+    rows = load_sft(data_args.train_file)  # validate all input before anything is written
+    model, tokenizer = load_model_and_tokenizer(model_args)
+    if args.gradient_checkpointing:
+        model.config.use_cache = False
+    dataset = build_dataset(rows, tokenizer, data_args)
+    log.info("SFT on %d rows from %s", len(dataset), data_args.train_file)
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                      data_collator=PromptResponseCollator(tokenizer.pad_token_id))
+    last_ckpt = args.resume_from_checkpoint
+    if last_ckpt == "auto":  # resume from the newest checkpoint in output_dir, if any
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last_ckpt = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+    result = trainer.train(resume_from_checkpoint=last_ckpt)
+    trainer.log_metrics("train", result.metrics)
+    if model_args.use_peft:
+        if trainer.is_world_process_zero():
+            save_for_inference(trainer.model, tokenizer, args.output_dir)
+    else:
+        trainer.save_model(args.output_dir)
+        if trainer.is_world_process_zero():
+            tokenizer.save_pretrained(args.output_dir)
+    if trainer.is_world_process_zero():
+        trainer.save_state()
+        save_resolved_config(args.output_dir, model_args, data_args, args)  # written last: marks completion
+        log.info("saved the SFT judge to %s", args.output_dir)
+
+
+if __name__ == "__main__":
+    run_main(main)

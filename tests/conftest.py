@@ -1,0 +1,53 @@
+"""Shared fixtures: one tiny model, one synthetic data set and one short SFT run per session."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    from models.tiny import build_tiny
+
+    path = str(tmp_path_factory.mktemp("tiny"))
+    build_tiny(path, seed=0)
+    return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory):
+    from data.synthetic import build
+
+    path = str(tmp_path_factory.mktemp("synthetic"))
+    build(path, seed=0, n_sft=400, n_prefs=60, n_val=20, n_test=60)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sft_dir(tmp_path_factory, tiny_model_dir, synthetic_dir):
+    """A tiny judge after a short SFT run (the same code path as `python run_sft.py`)."""
+    import run_sft
+
+    out = str(tmp_path_factory.mktemp("sft"))
+    run_sft.main([
+        "--config", os.path.join(ROOT, "configs", "sft_demo.yaml"),
+        "--model_name_or_path", tiny_model_dir, "--train_file", os.path.join(synthetic_dir, "sft.jsonl"),
+        "--output_dir", out, "--max_steps", "300", "--logging_steps", "25", "--disable_tqdm", "true",
+    ])
+    return out
+
+
+def run_script(*args, cwd=ROOT, timeout=600):
+    """Run a project script as a user would; returns the CompletedProcess."""
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)

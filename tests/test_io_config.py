@@ -1,0 +1,74 @@
+import json
+import os
+from dataclasses import dataclass, field
+
+import pytest
+
+from utils.config import parse_args
+from utils.io import DataError, append_jsonl, atomic_open, read_jsonl, read_jsonl_tolerant, write_jsonl
+
+
+@dataclass
+class _Args:
+    name: str = field(default="default")
+    steps: int = field(default=1)
+    rate: float = field(default=0.5)
+    flag: bool = field(default=False)
+
+
+def _yaml(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+def test_yaml_values_apply_and_flags_override(tmp_path):
+    cfg = _yaml(tmp_path, "name: from_yaml\nsteps: 7\nrate: 0.25\nflag: true\n")
+    (a,) = parse_args([_Args], ["--config", cfg])
+    assert (a.name, a.steps, a.rate, a.flag) == ("from_yaml", 7, 0.25, True)
+    (a,) = parse_args([_Args], ["--config", cfg, "--steps", "9", "--name", "cli"])
+    assert (a.name, a.steps, a.rate) == ("cli", 9, 0.25)
+    (a,) = parse_args([_Args], ["--steps", "3"])
+    assert (a.name, a.steps) == ("default", 3)
+
+
+def test_unknown_yaml_key_is_an_error(tmp_path):
+    cfg = _yaml(tmp_path, "nmae: typo\n")
+    with pytest.raises(DataError, match="unknown config key.*nmae"):
+        parse_args([_Args], ["--config", cfg])
+
+
+def test_read_jsonl_errors_name_file_line_and_field(tmp_path):
+    p = tmp_path / "x.jsonl"
+    p.write_text('{"a": "1", "b": "2"}\n{"a": "1"\n')
+    with pytest.raises(DataError, match=r"x\.jsonl:2: invalid JSON"):
+        read_jsonl(str(p), {"a": str})
+    p.write_text('{"a": "1", "b": "2"}\n\n{"b": "2"}\n')
+    with pytest.raises(DataError, match=r"x\.jsonl:3: missing field 'a'"):
+        read_jsonl(str(p), {"a": str})
+    p.write_text('{"a": 5}\n')
+    with pytest.raises(DataError, match=r"x\.jsonl:1: field 'a' must be str, got int"):
+        read_jsonl(str(p), {"a": str})
+    p.write_text("\n")
+    with pytest.raises(DataError, match="empty"):
+        read_jsonl(str(p))
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.jsonl"
+    with pytest.raises(RuntimeError):
+        with atomic_open(str(target)) as f:
+            f.write("partial")
+            raise RuntimeError("boom")
+    assert not target.exists()
+    assert os.listdir(tmp_path) == []
+    write_jsonl(str(target), [{"a": 1}, {"a": 2}])
+    assert [json.loads(l) for l in target.read_text().splitlines()] == [{"a": 1}, {"a": 2}]
+
+
+def test_append_log_tolerates_a_torn_last_line(tmp_path):
+    p = str(tmp_path / "log.jsonl")
+    append_jsonl(p, [{"i": 0}, {"i": 1}])
+    with open(p, "a") as f:
+        f.write('{"i": 2, "tor')
+    assert read_jsonl_tolerant(p) == [{"i": 0}, {"i": 1}]

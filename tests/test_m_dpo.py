@@ -1,0 +1,187 @@
+import copy
+import json
+import os
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from models.losses import level_values, m_dpo_loss, pair_weights, weights_for_pairs
+from models.m_dpo_trainer import MDPOConfig, MDPOTrainer, PairCollator, encode_pair
+from tests.conftest import ROOT, run_script
+
+PROMPT = "<|user|>\nWhich answer to the question is better?\nQuestion: What is {a} + {b}?\nAnswer A: {x}\nAnswer B: {y}\n<|assistant|>\n"
+
+
+def make_pairs(n=8):
+    pairs = []
+    for i in range(n):
+        a, b = 10 + i, 20 + 2 * i
+        s = a + b
+        good, bad = ("A", "B") if i % 2 == 0 else ("B", "A")
+        x, y = (s, s + 1) if good == "A" else (s + 1, s)
+        levels = [("SA", "SR"), ("WA", "WR"), ("SA", "WR"), ("WA", "SR")][i % 4]
+        pairs.append({
+            "item_id": f"i{i}", "prompt_id": "compare/" + good, "prompt": PROMPT.format(a=a, b=b, x=x, y=y),
+            "chosen": f"{a} + {b} = {s}. Answer {good} matches.\nVerdict: {good}",
+            "rejected": f"{a} + {b} = {s + 1}. Answer {bad} matches.\nVerdict: {bad}",
+            "chosen_level": levels[0], "rejected_level": levels[1], "chosen_score": 0.5 + i / 40,
+            "rejected_score": 0.4 + i / 50, "gap": {"SA": 2, "WA": 1, "WR": -1, "SR": -2}[levels[0]]
+            - {"SA": 2, "WA": 1, "WR": -1, "SR": -2}[levels[1]],
+        })
+    return pairs
+
+
+def config(tmp_path, **kw):
+    base = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, per_device_eval_batch_size=8,
+                learning_rate=1e-3, max_steps=1, beta=0.1, weighting="none", report_to="none", use_cpu=True,
+                logging_steps=1, save_strategy="no", disable_tqdm=True, seed=0, lr_scheduler_type="constant")
+    base.update(kw)
+    return MDPOConfig(**base)
+
+
+def dataset(pairs, tok, args):
+    w = weights_for_pairs(pairs, args.weighting, args.alpha, args.normalize_weights)
+    return [encode_pair(tok, p["prompt"], p["chosen"], p["rejected"], wi, args.max_length, None)
+            for p, wi in zip(pairs, w.tolist())]
+
+
+def full_batch_loss(trainer, n):
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(n)])
+    with torch.no_grad():
+        return trainer.compute_loss(trainer.model, batch).item()
+
+
+def test_softplus_weights_by_hand():
+    w = pair_weights(torch.tensor([4.0, 3.0, 2.0, 0.0]), alpha=1.0)
+    import math
+    expected = [math.log(1 + math.exp(g)) for g in (4, 3, 2, 0)]
+    assert torch.allclose(w, torch.tensor(expected), atol=1e-6)
+    assert torch.allclose(pair_weights(torch.tensor([2.0]), 0.5), torch.tensor([math.log(1 + math.e)]))
+    assert level_values(["SA", "WA", "WR", "SR"]).tolist() == [2, 1, -1, -2]
+    assert level_values(["SA", "SR"], "continuous", [0.9, 0.8]).tolist() == pytest.approx([0.9, -0.8])
+    pairs = make_pairs(4)
+    assert weights_for_pairs(pairs, "none", 1.0).tolist() == [1.0] * 4
+    lv = weights_for_pairs(pairs, "levels", 1.0)
+    assert lv.tolist() == pytest.approx([math.log(1 + math.exp(g)) for g in (4, 2, 3, 3)])
+    assert weights_for_pairs(pairs, "levels", 1.0, normalize=True).mean().item() == pytest.approx(1.0)
+
+
+def test_unit_weights_are_exactly_dpo_and_weights_scale_gradients():
+    torch.manual_seed(0)
+    pc, pr = torch.randn(5, requires_grad=True), torch.randn(5, requires_grad=True)
+    rc, rr = torch.randn(5), torch.randn(5)
+    loss, cr, rj = m_dpo_loss(pc, pr, rc, rr, torch.ones(5), beta=0.1)
+    dpo = -torch.nn.functional.logsigmoid(0.1 * ((pc - rc) - (pr - rr))).mean()
+    assert torch.allclose(loss, dpo)
+    assert torch.allclose(cr, 0.1 * (pc - rc)) and torch.allclose(rj, 0.1 * (pr - rr))
+    loss.backward()
+    g1 = pc.grad.clone()
+    pc.grad = None
+    w = torch.ones(5)
+    w[2] = 2.0
+    m_dpo_loss(pc, pr, rc, rr, w, beta=0.1)[0].backward()
+    assert torch.allclose(pc.grad[2], 2 * g1[2]) and torch.allclose(pc.grad[[0, 1, 3, 4]], g1[[0, 1, 3, 4]])
+
+
+def test_loss_matches_trl_dpo_trainer(tiny_model_dir, tmp_path):
+    trl = pytest.importorskip("trl")
+    from datasets import Dataset
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    pairs = make_pairs(8)
+    args = config(tmp_path, precompute_ref_log_probs=False)
+    ours = MDPOTrainer(model=model, args=args, train_dataset=dataset(pairs, tok, args),
+                       data_collator=PairCollator(tok.pad_token_id), ref_model=copy.deepcopy(model))
+    # Move the policy away from the reference so the loss is not just log 2.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    our_loss = full_batch_loss(ours, 8)
+
+    trl_args = trl.DPOConfig(output_dir=str(tmp_path / "trl"), beta=0.1, per_device_train_batch_size=8,
+                             report_to="none", use_cpu=True, bf16=False, max_length=None, loss_type=["sigmoid"])
+    rows = Dataset.from_list([{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs])
+    theirs = trl.DPOTrainer(model=model, ref_model=ours.ref_model, args=trl_args, train_dataset=rows,
+                            processing_class=tok)
+    batch = next(iter(theirs.get_train_dataloader()))
+    with torch.no_grad():
+        trl_loss = theirs.compute_loss(model, batch).item()
+    assert our_loss == pytest.approx(trl_loss, abs=1e-4)
+    assert abs(our_loss - 0.6931) > 1e-3
+
+
+def test_precomputed_and_live_reference_agree(tiny_model_dir, tmp_path):
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    pairs = make_pairs(8)
+    losses = []
+    for precompute in (True, False):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        ref = copy.deepcopy(model)
+        args = config(tmp_path, precompute_ref_log_probs=precompute, weighting="levels")
+        trainer = MDPOTrainer(model=model, args=args, train_dataset=dataset(pairs, tok, args),
+                              data_collator=PairCollator(tok.pad_token_id), ref_model=ref)
+        torch.manual_seed(1)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.02 * torch.randn_like(p))
+        losses.append(full_batch_loss(trainer, 8))
+    assert losses[0] == pytest.approx(losses[1], abs=1e-5)
+
+
+def test_a_step_changes_the_policy(tiny_model_dir, tmp_path):
+    """The authors' loss ran under no_grad and trained nothing; ours must move the weights."""
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    args = config(tmp_path, weighting="levels")
+    trainer = MDPOTrainer(model=model, args=args, train_dataset=dataset(make_pairs(8), tok, args),
+                          data_collator=PairCollator(tok.pad_token_id))
+    batch = trainer.data_collator(trainer.train_dataset[:8])
+    loss = trainer.compute_loss(model, batch)
+    assert loss.requires_grad
+    trainer.train()
+    changed = sum(not torch.equal(before[n], p) for n, p in model.named_parameters())
+    assert changed == len(before)
+
+
+def test_short_run_learns_the_preferences(tiny_model_dir, tmp_path):
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    args = config(tmp_path, weighting="levels", max_steps=30, learning_rate=2e-3, logging_steps=5)
+    trainer = MDPOTrainer(model=model, args=args, train_dataset=dataset(make_pairs(16), tok, args),
+                          data_collator=PairCollator(tok.pad_token_id))
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "rewards/accuracies" in h]
+    assert {"rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected",
+            "weights/mean"} <= set(logs[-1])
+    assert logs[-1]["rewards/accuracies"] > 0.5
+    assert logs[-1]["rewards/margins"] > logs[0]["rewards/margins"] and logs[-1]["rewards/margins"] > 0
+
+
+def test_run_m_dpo_cli_trains_and_saves_a_loadable_judge(tiny_model_dir, tmp_path):
+    pairs_file = tmp_path / "pairs.jsonl"
+    pairs_file.write_text("".join(json.dumps(p) + "\n" for p in make_pairs(8)))
+    out = tmp_path / "judge"
+    proc = run_script("run_m_dpo.py", "--config", os.path.join(ROOT, "configs", "mdpo_demo.yaml"),
+                      "--model_name_or_path", tiny_model_dir, "--pairs_file", str(pairs_file),
+                      "--output_dir", str(out), "--max_steps", "2", "--per_device_train_batch_size", "4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reloaded = AutoModelForCausalLM.from_pretrained(str(out))
+    original = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert not torch.equal(reloaded.lm_head.weight, original.lm_head.weight)
+
+
+def test_malformed_pairs_file_names_the_line(tiny_model_dir, tmp_path):
+    pairs_file = tmp_path / "pairs.jsonl"
+    good = make_pairs(2)
+    bad = dict(good[1])
+    del bad["rejected"]
+    pairs_file.write_text(json.dumps(good[0]) + "\n" + json.dumps(bad) + "\n")
+    proc = run_script("run_m_dpo.py", "--config", os.path.join(ROOT, "configs", "mdpo_demo.yaml"),
+                      "--model_name_or_path", tiny_model_dir, "--pairs_file", str(pairs_file),
+                      "--output_dir", str(tmp_path / "o"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == f"error: {pairs_file}:2: missing field 'rejected'"
+    assert not (tmp_path / "o" / "config.json").exists()

@@ -1,0 +1,78 @@
+import json
+import os
+
+import pytest
+
+from tests.conftest import ROOT, run_script
+
+import run_preference_refinement as refine
+
+
+def _args(model, prefs, out, *extra):
+    return ["--config", os.path.join(ROOT, "configs", "refine_demo.yaml"), "--model_name_or_path", model,
+            "--pref_file", prefs, "--output_dir", out, "--num_samples", "4", "--templates", "compare,brief",
+            "--max_new_tokens", "48", "--items_per_chunk", "4", "--generation_batch_size", "32", *extra]
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(sft_dir, synthetic_dir, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("refine_full"))
+    refine.main(_args(sft_dir, os.path.join(synthetic_dir, "prefs.jsonl"), out, "--max_items", "10"))
+    return out
+
+
+def test_refinement_outputs_are_consistent(uninterrupted):
+    with open(os.path.join(uninterrupted, "samples.jsonl")) as f:
+        samples = [json.loads(l) for l in f]
+    with open(os.path.join(uninterrupted, "pairs.jsonl")) as f:
+        pairs = [json.loads(l) for l in f]
+    with open(os.path.join(uninterrupted, "stats.json")) as f:
+        stats = json.load(f)
+    assert len(samples) == 10 * 2 * 2 * 4 == stats["samples"]  # items x templates x orders x K
+    for s in samples:
+        assert s["correct"] == (s["verdict"] == s["pos_slot"])
+        assert s["level"] in ("SA", "WA", "WR", "SR") and s["score"] > 0
+        assert s["prompt_id"] == f"{s['template']}/{s['pos_slot']}"
+    assert sum(stats["levels"].values()) == len(samples)
+    assert stats["pairs"] == len(pairs) and all(p["gap"] > 0 for p in pairs)
+    by_prompt = {}
+    for s in samples:
+        by_prompt.setdefault((s["item_id"], s["prompt"]), {})[s["response"]] = s
+    for p in pairs:
+        group = by_prompt[(p["item_id"], p["prompt"])]
+        assert group[p["chosen"]]["correct"] and not group[p["rejected"]]["correct"]
+
+
+def test_resume_gives_byte_identical_outputs(uninterrupted, sft_dir, synthetic_dir, tmp_path):
+    prefs = os.path.join(synthetic_dir, "prefs.jsonl")
+    out = str(tmp_path / "resumed")
+    refine.main(_args(sft_dir, prefs, out, "--max_items", "6"))  # stops inside the second chunk
+    with open(os.path.join(out, "samples.jsonl"), "a") as f:
+        f.write('{"item_id": "torn')  # as if killed during an append
+    refine.main(_args(sft_dir, prefs, out, "--max_items", "10"))
+    for name in ("samples.jsonl", "pairs.jsonl", "stats.json"):
+        assert _read(os.path.join(out, name)) == _read(os.path.join(uninterrupted, name)), name
+
+
+def test_changed_settings_refuse_to_resume(uninterrupted, sft_dir, synthetic_dir):
+    from utils.io import DataError
+
+    with pytest.raises(DataError, match="other settings.*tau"):
+        refine.main(_args(sft_dir, os.path.join(synthetic_dir, "prefs.jsonl"), uninterrupted,
+                          "--max_items", "10", "--tau", "3"))
+
+
+def test_bad_pref_rows_fail_with_the_line_number(tmp_path, tiny_model_dir):
+    prefs = tmp_path / "prefs.jsonl"
+    prefs.write_text('{"id": 1, "question": "q", "answer_pos": "a", "answer_neg": "b"}\n'
+                     '{"id": 2, "question": "q", "answer_pos": "a"}\n')
+    out = tmp_path / "out"
+    proc = run_script("run_preference_refinement.py", *_args(tiny_model_dir, str(prefs), str(out)))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == f"error: {prefs}:2: missing field 'answer_neg'"
+    assert not (out / "pairs.jsonl").exists() and not (out / "stats.json").exists()

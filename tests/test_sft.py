@@ -1,0 +1,99 @@
+import json
+import os
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from data.collate import IGNORE_INDEX, collate_prompt_response, encode_prompt_response
+from data.templates import judge_prompt, slot_answers
+from generate.parsing import parse_verdict
+from generate.sampling import HFSampler
+from tests.conftest import ROOT, run_script
+
+
+def test_labels_mask_prompt_and_padding_exactly(tiny_model_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompt = judge_prompt(tok, "compare", "What is 2 + 3?", "5", "6")
+    response = "2 + 3 = 5. Answer A matches.\nVerdict: A"
+    p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    r_ids = tok(response, add_special_tokens=False)["input_ids"]
+    ex = encode_prompt_response(tok, prompt, response)
+    assert ex["input_ids"] == p_ids + r_ids + [tok.eos_token_id]
+    assert ex["labels"] == [IGNORE_INDEX] * len(p_ids) + r_ids + [tok.eos_token_id]
+
+    short = encode_prompt_response(tok, "<|user|>\nHi\n<|assistant|>\n", "Yes")
+    batch = collate_prompt_response([ex, short], tok.pad_token_id)
+    n_short = len(short["input_ids"])
+    n_prompt_short = sum(1 for l in short["labels"] if l == IGNORE_INDEX)
+    labels = batch["labels"][1]
+    assert (labels[:n_prompt_short] == IGNORE_INDEX).all()
+    assert (labels[n_prompt_short:n_short] != IGNORE_INDEX).all()
+    assert (labels[n_short:] == IGNORE_INDEX).all() and len(labels) > n_short
+    assert batch["attention_mask"][1].tolist() == [1] * n_short + [0] * (len(labels) - n_short)
+
+
+def test_truncation_keeps_the_prompt_end_and_response_start(tiny_model_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompt, response = "word " * 100 + "<|assistant|>\n", "short answer"
+    ex = encode_prompt_response(tok, prompt, response, max_length=40)
+    assert len(ex["input_ids"]) == 40
+    r_ids = tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert ex["input_ids"][-len(r_ids):] == r_ids
+    assert tok.decode(ex["input_ids"][: -len(r_ids)]).endswith("<|assistant|>\n")
+
+
+def test_sft_halves_the_loss_and_reloads_identically(sft_dir, synthetic_dir):
+    with open(os.path.join(sft_dir, "trainer_state.json")) as f:
+        losses = [h["loss"] for h in json.load(f)["log_history"] if "loss" in h]
+    assert losses[-1] <= 0.5 * losses[0], losses
+    model = AutoModelForCausalLM.from_pretrained(sft_dir).eval()
+    again = AutoModelForCausalLM.from_pretrained(sft_dir).eval()
+    tok = AutoTokenizer.from_pretrained(sft_dir)
+    ids = tok("<|user|>\nWhat is 12 + 30?\n<|assistant|>\n", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, again(ids).logits)
+    assert os.path.exists(os.path.join(sft_dir, "run_config.yaml"))
+
+
+def test_sft_judge_answers_in_the_verdict_format(sft_dir, synthetic_dir):
+    tok = AutoTokenizer.from_pretrained(sft_dir)
+    model = AutoModelForCausalLM.from_pretrained(sft_dir)
+    with open(os.path.join(synthetic_dir, "test.jsonl")) as f:
+        rows = [json.loads(l) for l in f][:60]
+    prompts = [judge_prompt(tok, "compare", r["question"], *slot_answers(r["answer_pos"], r["answer_neg"], "AB"[i % 2]))
+               for i, r in enumerate(rows)]
+    outs = HFSampler(model, tok, batch_size=64).generate(prompts, 1, 0.0, 64, seed=0)
+    rate = sum(parse_verdict(o[0]) is not None for o in outs) / len(outs)
+    assert rate >= 0.8, f"only {rate:.0%} of held-out judgments have a verdict"
+
+
+@pytest.mark.parametrize("content,message", [
+    ('{"question": "q", "chain_of_thought": "c"}\n{"question": "q", \n', r"sft\.jsonl:2: invalid JSON"),
+    ('{"question": "q", "chain_of_thought": "c"}\n{"question": "q"}\n', r"sft\.jsonl:2: missing field 'chain_of_thought'"),
+    ('{"question": "q", "answer_a": "a", "answer_b": "b", "chain_of_thought": "c", "verdict": "C"}\n',
+     r"sft\.jsonl:1: field 'verdict'"),
+    ("", r"sft\.jsonl: file is empty"),
+])
+def test_bad_sft_input_fails_cleanly(tmp_path, tiny_model_dir, content, message):
+    import re
+
+    data = tmp_path / "sft.jsonl"
+    data.write_text(content)
+    out = tmp_path / "out"
+    proc = run_script("run_sft.py", "--config", os.path.join(ROOT, "configs", "sft_demo.yaml"),
+                      "--model_name_or_path", tiny_model_dir, "--train_file", str(data), "--output_dir", str(out))
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and re.search(message, last), proc.stderr[-2000:]
+    assert not (out / "config.json").exists() and not (out / "run_config.yaml").exists()
+
+
+def test_plain_question_cot_rows_are_accepted(tiny_model_dir):
+    from run_sft import SFTDataArguments, build_dataset
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rows = [{"question": "Why is the sky blue?", "chain_of_thought": "Rayleigh scattering."}]
+    (ex,) = build_dataset(rows, tok, SFTDataArguments(max_length=128))
+    n_resp = len(tok("Rayleigh scattering.", add_special_tokens=False)["input_ids"]) + 1
+    assert sum(l != IGNORE_INDEX for l in ex["labels"]) == n_resp

@@ -1,0 +1,1 @@
+"""Shared plumbing: configuration, JSONL I/O, logging and seeding."""

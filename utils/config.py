@@ -1,0 +1,94 @@
+"""One configuration mechanism for every script.
+
+Arguments are dataclasses parsed by `transformers.HfArgumentParser`. `--config file.yaml` supplies
+values for any field; flags given on the command line override them. Unknown YAML keys are an
+error, so a typo in a recipe never goes unnoticed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from typing import Any, Sequence
+
+import yaml
+from transformers import HfArgumentParser
+
+from utils.io import DataError, atomic_open
+
+
+def _load_yaml(path: str) -> dict[str, Any]:
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: config file not found")
+    with open(path, encoding="utf-8") as f:
+        try:
+            cfg = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise DataError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(cfg, dict):
+        raise DataError(f"{path}: a config must be a mapping of field: value")
+    return cfg
+
+
+def parse_args(dataclass_types: Sequence[type], args: Sequence[str] | None = None) -> tuple:
+    """Parse `args` (default sys.argv[1:]) into one instance per dataclass.
+
+    Precedence: command-line flag > YAML value (`--config`) > dataclass default.
+    """
+    args = list(sys.argv[1:] if args is None else args)
+    config_path = None
+    if "--config" in args:
+        i = args.index("--config")
+        if i + 1 >= len(args):
+            raise DataError("--config needs a file path")
+        config_path = args[i + 1]
+        del args[i : i + 2]
+    parser = HfArgumentParser(dataclass_types)
+    if config_path:
+        cfg = _load_yaml(config_path)
+        known = {a.dest: a for a in parser._actions}
+        unknown = sorted(k for k in cfg if k not in known)
+        if unknown:
+            raise DataError(f"{config_path}: unknown config key(s): {', '.join(unknown)}")
+        for key, value in cfg.items():
+            action = known[key]
+            if isinstance(value, list) and action.nargs is None:
+                value = ",".join(str(v) for v in value)  # comma-separated string fields
+            # Values pass through argparse's type conversion only when given as strings.
+            action.default = action.type(value) if isinstance(value, str) and action.type else value
+            action.required = False
+    return parser.parse_args_into_dataclasses(args=args, look_for_args_file=False)
+
+
+def save_resolved_config(output_dir: str, *configs, name: str = "run_config.yaml") -> str:
+    """Write every field of every dataclass, so a run can be repeated exactly."""
+    merged: dict[str, Any] = {}
+    for cfg in configs:
+        if hasattr(cfg, "to_dict"):  # TrainingArguments hides tokens and serialises enums
+            d = cfg.to_dict()
+        else:
+            d = dataclasses.asdict(cfg)
+        merged.update({k: v for k, v in d.items() if _is_plain(v)})
+    path = os.path.join(output_dir, name)
+    with atomic_open(path) as f:
+        yaml.safe_dump(merged, f, sort_keys=True)
+    return path
+
+
+def _is_plain(v: Any) -> bool:
+    if v is None or isinstance(v, (str, int, float, bool)):
+        return True
+    if isinstance(v, (list, tuple)):
+        return all(_is_plain(x) for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _is_plain(x) for k, x in v.items())
+    return False
+
+
+def run_main(main, argv: Sequence[str] | None = None) -> None:
+    """Run a script's `main`, turning bad input into one line on stderr and exit code 2."""
+    try:
+        main(argv)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
