@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from tqdm.auto import tqdm
 
 from data.schemas import load_prefs
-from data.templates import judge_prompt, slot_answers, template_ids
+from data.templates import ORDERS, judge_prompt_groups, template_ids
 from generate.levels import assign_level, build_pairs, refinement_stats, resolve_threshold
 from generate.parsing import parse_verdict
 from generate.perplexity import ppl_score, response_perplexities
@@ -33,7 +33,6 @@ from utils.logging import get_logger
 from utils.seed import derive_seed, set_seed
 
 log = get_logger("refine")
-ORDERS = {"both": ("A", "B"), "A": ("A",), "B": ("B",)}
 
 
 @dataclass
@@ -61,16 +60,6 @@ class RefinementArguments:
     RESUMABLE = ("max_items", "generation_batch_size", "scoring_batch_size")
 
 
-def prompt_groups(item: dict, tokenizer, templates: list[str], slots: tuple[str, ...]) -> list[dict]:
-    groups = []
-    for tid in templates:
-        for slot in slots:
-            a, b = slot_answers(item["answer_pos"], item["answer_neg"], slot)
-            groups.append({"template": tid, "pos_slot": slot, "prompt_id": f"{tid}/{slot}",
-                           "prompt": judge_prompt(tokenizer, tid, item["question"], a, b)})
-    return groups
-
-
 def samples_per_temperature(k: int, temperatures: list[float]) -> list[int]:
     base, extra = divmod(k, len(temperatures))
     return [base + (1 if i < extra else 0) for i in range(len(temperatures))]
@@ -80,7 +69,7 @@ def process_chunk(chunk_index: int, items: list[dict], sampler, model, tokenizer
                   templates: list[str], temperatures: list[float]) -> list[dict]:
     """Sample, parse and score every judgment of one chunk; levels come later (they may depend on
     the scores of all chunks)."""
-    groups = [(item, g) for item in items for g in prompt_groups(item, tokenizer, templates, ORDERS[args.orders])]
+    groups = [(item, g) for item in items for g in judge_prompt_groups(tokenizer, item, templates, ORDERS[args.orders])]
     prompts = [g["prompt"] for _, g in groups]
     records = []
     for t_index, (temp, k) in enumerate(zip(temperatures, samples_per_temperature(args.num_samples, temperatures))):

@@ -58,9 +58,13 @@ def _arithmetic(rng: random.Random) -> dict:
         "question": f"What is {a} + {b}?",
         "answer_pos": phrase.format(s),
         "answer_neg": phrase.format(wrong),
-        "_cot": lambda x, y, L: (f"{a} + {b} = {s}. Answer A says {_num(x)}. Answer B says {_num(y)}. "
-                                 f"Answer {L} matches {s}."),
+        "_cot": lambda x, y, L: (f"{a} + {b} = {s}. A says {_num(x)}: {_yes(_num(x) == str(s))}. "
+                                 f"B says {_num(y)}: {_yes(_num(y) == str(s))}."),
     }
+
+
+def _yes(match: bool) -> str:
+    return "right" if match else "wrong"
 
 
 def _num(text: str) -> str:
@@ -73,6 +77,7 @@ def _instruction(rng: random.Random) -> dict:
     while word == word[::-1]:
         word = "".join(rng.choice(LETTERS) for _ in range(n))
     rev = word[::-1]
+    repr_rev = f"'{rev}'"
     chars = list(rev)
     i = rng.randrange(n - 1)
     chars[i], chars[i + 1] = chars[i + 1], chars[i]
@@ -84,8 +89,8 @@ def _instruction(rng: random.Random) -> dict:
         "question": f"Reverse the word '{word}'.",
         "answer_pos": f"'{rev}'",
         "answer_neg": f"'{near}'",
-        "_cot": lambda x, y, L: (f"Reversed, '{word}' is '{rev}'. Answer A gives {x}. Answer B gives {y}. "
-                                 f"Answer {L} matches."),
+        "_cot": lambda x, y, L: (f"Reversed, '{word}' is '{rev}'. A gives {x}: {_yes(x == repr_rev)}. "
+                                 f"B gives {y}: {_yes(y == repr_rev)}."),
     }
 
 

@@ -29,6 +29,7 @@ TEMPLATES: dict[str, str] = {
     ),
 }
 DEFAULT_TEMPLATE = "compare"
+ORDERS = {"both": ("A", "B"), "A": ("A",), "B": ("B",)}  # slot(s) of the good answer
 VERDICT_PREFIX = "Verdict:"
 
 
@@ -71,3 +72,23 @@ def format_response(reasoning: str, verdict: str) -> str:
 def slot_answers(answer_pos: str, answer_neg: str, pos_slot: str) -> tuple[str, str]:
     """(answer_a, answer_b) with the good answer in `pos_slot` ('A' or 'B')."""
     return (answer_pos, answer_neg) if pos_slot == "A" else (answer_neg, answer_pos)
+
+
+def judge_prompt_groups(tokenizer, item: dict, templates: list[str], slots=("A", "B")) -> list[dict]:
+    """Every way of asking one labelled pair: template x slot of the good answer. Each group has a
+    `prompt_id` ("template/slot") that identifies the exact prompt."""
+    groups = []
+    for tid in templates:
+        for slot in slots:
+            a, b = slot_answers(item["answer_pos"], item["answer_neg"], slot)
+            groups.append({"template": tid, "pos_slot": slot, "prompt_id": f"{tid}/{slot}",
+                           "prompt": judge_prompt(tokenizer, tid, item["question"], a, b)})
+    return groups
+
+
+def scalar_rm_text(tokenizer, question: str, answer: str) -> str:
+    """What a scalar (Bradley-Terry) reward model reads: the question and one answer as a chat."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": question},
+                                              {"role": "assistant", "content": answer}], tokenize=False)
+    return f"{apply_chat(tokenizer, question)}{answer}"

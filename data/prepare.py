@@ -1,0 +1,214 @@
+"""Convert public preference sets (design.md §5) into the pipeline's preference pairs
+{id, question, answer_pos, answer_neg, category, source}.
+
+    python -m data.prepare --source skywork|ultrafeedback|pku_saferlhf|rewardbench|jsonl
+        --input HUB_ID_OR_FILE [--split train --output prefs.jsonl --limit 3000 --seed 0
+        --exclude test1.jsonl ... --pku_preference better|safer]
+
+Message lists become a question (every turn before the last assistant reply, rendered readably)
+and the two last replies. Rows that cannot be converted (ties, empty answers, missing fields) are
+skipped and counted; a file that is not the named schema at all is an error. Exact duplicates are
+removed, pairs whose normalized question appears in an --exclude file are dropped, and the
+few-shot sample is seeded. A summary is printed and saved beside the output.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import re
+import sys
+from collections import Counter
+
+from utils.io import DataError, read_jsonl, write_json, write_jsonl
+
+SCHEMAS = {  # columns a file must have to be the named source
+    "skywork": ("chosen", "rejected"),
+    "ultrafeedback": ("chosen", "rejected", "score_chosen", "score_rejected"),
+    "pku_saferlhf": ("prompt", "response_0", "response_1", "better_response_id", "safer_response_id"),
+    "rewardbench": ("prompt", "chosen", "rejected", "subset"),
+    "jsonl": ("question", "answer_pos", "answer_neg"),
+}
+DEFAULT_SPLITS = {"skywork": "train", "ultrafeedback": "train_prefs", "pku_saferlhf": "train",
+                  "rewardbench": "filtered", "jsonl": "train"}
+
+
+class Skip(Exception):
+    """A row that cannot be converted; the message is the reason counted in the summary."""
+
+
+def _text(value, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise Skip(f"empty {what}")
+    return value.strip()
+
+
+def render_turns(messages: list[dict]) -> str:
+    """A single user turn is the question as is; a conversation is rendered 'Role: text' per turn."""
+    if len(messages) == 1 and messages[0].get("role") == "user":
+        return _text(messages[0].get("content"), "question")
+    return "\n\n".join(f"{m.get('role', 'user').capitalize()}: {_text(m.get('content'), 'turn')}" for m in messages)
+
+
+def split_conversation(messages) -> tuple[list[dict], str]:
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+        raise Skip("not a message list")
+    if messages[-1].get("role") != "assistant":
+        raise Skip("last message is not an assistant reply")
+    return messages[:-1], _text(messages[-1].get("content"), "answer")
+
+
+def from_message_lists(row: dict) -> tuple[str, str, str]:
+    ctx_pos, pos = split_conversation(row.get("chosen"))
+    ctx_neg, neg = split_conversation(row.get("rejected"))
+    if ctx_pos != ctx_neg:
+        raise Skip("chosen and rejected have different contexts")
+    if not ctx_pos:
+        raise Skip("no question before the answer")
+    return render_turns(ctx_pos), pos, neg
+
+
+def convert_row(source: str, row: dict, index: int, pku_preference: str = "better") -> dict:
+    """One source row -> one preference pair, or Skip."""
+    if source == "skywork":
+        q, pos, neg = from_message_lists(row)
+        return _pair(f"skywork-{index}", q, pos, neg, row.get("source") or "skywork", "skywork")
+    if source == "ultrafeedback":
+        if row.get("score_chosen") is not None and row.get("score_chosen") == row.get("score_rejected"):
+            raise Skip("tie")
+        q, pos, neg = from_message_lists(row)
+        return _pair(str(row.get("prompt_id") or f"ultrafeedback-{index}"), q, pos, neg, "ultrafeedback", "ultrafeedback")
+    if source == "pku_saferlhf":
+        key = f"{pku_preference}_response_id"
+        choice = row.get(key)
+        if choice not in (0, 1):
+            raise Skip(f"missing {key}")
+        q = _text(row.get("prompt"), "question")
+        pos, neg = _text(row.get(f"response_{choice}"), "answer"), _text(row.get(f"response_{1 - choice}"), "answer")
+        return _pair(f"pku-{index}", q, pos, neg, f"pku_{pku_preference}", "pku_saferlhf")
+    if source == "rewardbench":
+        return _pair(str(row.get("id", f"rewardbench-{index}")), _text(row.get("prompt"), "question"),
+                     _text(row.get("chosen"), "answer"), _text(row.get("rejected"), "answer"),
+                     row.get("subset"), "rewardbench")
+    if source == "jsonl":
+        return _pair(str(row.get("id", f"custom-{index}")), _text(row.get("question"), "question"),
+                     _text(row.get("answer_pos"), "answer"), _text(row.get("answer_neg"), "answer"),
+                     row.get("category"), row.get("source", "custom"))
+    raise ValueError(f"unknown source {source!r}")
+
+
+def _pair(pid, question, pos, neg, category, source) -> dict:
+    if pos == neg:
+        raise Skip("identical answers")
+    return {"id": pid, "question": question, "answer_pos": pos, "answer_neg": neg, "category": category,
+            "source": source}
+
+
+def normalize_question(q: str) -> str:
+    return re.sub(r"\s+", " ", q).strip().lower()
+
+
+def load_rows(source: str, input_path: str, split: str | None) -> list[dict]:
+    """Local .jsonl/.json/.parquet file, or a hub id through `datasets.load_dataset`."""
+    if os.path.exists(input_path):
+        if input_path.endswith(".jsonl"):
+            rows = read_jsonl(input_path)
+        elif input_path.endswith(".json"):
+            with open(input_path, encoding="utf-8") as f:
+                try:
+                    rows = json.load(f)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{input_path}:{e.lineno}: invalid JSON ({e.msg})") from None
+            if isinstance(rows, dict):
+                rows = rows.get(split or "train", rows.get("data"))
+            if not isinstance(rows, list):
+                raise DataError(f"{input_path}: expected a JSON list of records")
+        elif input_path.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            rows = pq.read_table(input_path).to_pylist()
+        else:
+            raise DataError(f"{input_path}: unsupported file type (use .jsonl, .json or .parquet)")
+    else:
+        from datasets import load_dataset
+
+        rows = list(load_dataset(input_path, split=split or DEFAULT_SPLITS[source]))
+    if not rows:
+        raise DataError(f"{input_path}: no rows")
+    missing = [c for c in SCHEMAS[source] if c not in rows[0]]
+    if missing:
+        raise DataError(f"{input_path}: not the '{source}' schema (row 1 lacks {', '.join(missing)})")
+    return rows
+
+
+def read_exclusions(paths: list[str]) -> set[str]:
+    out = set()
+    for p in paths:
+        for r in read_jsonl(p):
+            q = r.get("question") if "question" in r else r.get("prompt")
+            if isinstance(q, str):
+                out.add(normalize_question(q))
+    return out
+
+
+def prepare(source: str, rows: list[dict], limit: int | None = None, seed: int = 0, exclude: set[str] = frozenset(),
+            pku_preference: str = "better") -> tuple[list[dict], dict]:
+    skipped, pairs, seen = Counter(), [], set()
+    duplicates = overlap = 0
+    for i, row in enumerate(rows):
+        try:
+            pair = convert_row(source, row, i, pku_preference)
+        except Skip as s:
+            skipped[str(s)] += 1
+            continue
+        key = (pair["question"], pair["answer_pos"], pair["answer_neg"])
+        if key in seen:
+            duplicates += 1
+            continue
+        seen.add(key)
+        if normalize_question(pair["question"]) in exclude:
+            overlap += 1
+            continue
+        pairs.append(pair)
+    eligible = len(pairs)
+    if limit is not None and len(pairs) > limit:
+        keep = sorted(random.Random(seed).sample(range(len(pairs)), limit))
+        pairs = [pairs[i] for i in keep]
+    ids = Counter(p["id"] for p in pairs)
+    for p in pairs:  # ids must be unique downstream
+        if ids[p["id"]] > 1:
+            digest = hashlib.sha1((p["question"] + "\0" + p["answer_pos"]).encode()).hexdigest()[:8]
+            p["id"] = f"{p['id']}-{digest}"
+    summary = {"source": source, "rows_read": len(rows), "skipped": sum(skipped.values()),
+               "skipped_by_reason": dict(sorted(skipped.items())), "duplicates": duplicates,
+               "excluded_overlap": overlap, "eligible": eligible, "kept": len(pairs),
+               "per_category": dict(sorted(Counter(str(p["category"]) for p in pairs).items()))}
+    return pairs, summary
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description="Convert a public preference set into preference pairs.")
+    p.add_argument("--source", required=True, choices=sorted(SCHEMAS))
+    p.add_argument("--input", required=True, help="hub id or local .jsonl/.json/.parquet")
+    p.add_argument("--split", default=None)
+    p.add_argument("--output", default="prefs.jsonl")
+    p.add_argument("--limit", type=int, default=None, help="seeded few-shot sample size, e.g. 3000")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--exclude", nargs="*", default=[], help="test files whose questions must not appear")
+    p.add_argument("--pku_preference", choices=["better", "safer"], default="better")
+    a = p.parse_args(argv)
+    try:
+        rows = load_rows(a.source, a.input, a.split)
+        pairs, summary = prepare(a.source, rows, a.limit, a.seed, read_exclusions(a.exclude), a.pku_preference)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    write_jsonl(a.output, pairs)
+    write_json(os.path.splitext(a.output)[0] + ".summary.json", summary)
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

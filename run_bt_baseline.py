@@ -1,0 +1,71 @@
+"""The BT-model baseline: a scalar Bradley-Terry reward model trained on the same labelled pairs.
+
+    python run_bt_baseline.py --config configs/bt_demo.yaml [--model_name_or_path M
+        --train_file prefs.jsonl --output_dir O ...]
+
+The saved model is an `AutoModelForSequenceClassification` with one label, which
+`run_eval.py --model_type scalar` loads as is.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import AutoModelForSequenceClassification, TrainingArguments
+
+from data.schemas import load_prefs
+from data.templates import scalar_rm_text
+from models.bt_trainer import BTCollator, BTTrainer, encode_bt
+from models.loading import ModelArguments, load_model_and_tokenizer, save_for_inference
+from utils.config import parse_args, run_main, save_resolved_config
+from utils.io import DataError
+from utils.logging import get_logger
+
+log = get_logger("run_bt")
+
+
+@dataclass
+class BTDataArguments:
+    train_file: str = field(default=None, metadata={"help": "Labelled pairs {id, question, answer_pos, answer_neg}."})
+    max_length: int = field(default=512)
+
+
+@dataclass
+class BTConfig(TrainingArguments):
+    output_dir: str = field(default=None)
+    report_to: str = field(default="none")
+    logging_steps: float = field(default=10)
+    save_strategy: str = field(default="no")
+    remove_unused_columns: bool = field(default=False)
+
+
+def main(argv=None) -> None:
+    model_args, data_args, args = parse_args((ModelArguments, BTDataArguments, BTConfig), argv)
+    for name, value in (("model_name_or_path", model_args.model_name_or_path), ("train_file", data_args.train_file),
+                        ("output_dir", args.output_dir)):
+        if not value:
+            raise DataError(f"--{name} is required (flag or config)")
+    rows = load_prefs(data_args.train_file)
+    model, tokenizer = load_model_and_tokenizer(model_args, AutoModelForSequenceClassification, "SEQ_CLS",
+                                                num_labels=1)
+    dataset = [encode_bt(tokenizer, scalar_rm_text(tokenizer, r["question"], r["answer_pos"]),
+                         scalar_rm_text(tokenizer, r["question"], r["answer_neg"]), data_args.max_length) for r in rows]
+    log.info("BT reward model on %d pairs", len(dataset))
+    trainer = BTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                        data_collator=BTCollator(tokenizer.pad_token_id))
+    result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.log_metrics("train", result.metrics)
+    if model_args.use_peft:
+        if trainer.is_world_process_zero():
+            save_for_inference(trainer.model, tokenizer, args.output_dir)
+    else:
+        trainer.save_model(args.output_dir)
+        if trainer.is_world_process_zero():
+            tokenizer.save_pretrained(args.output_dir)
+    if trainer.is_world_process_zero():
+        trainer.save_state()
+        save_resolved_config(args.output_dir, model_args, data_args, args)
+        log.info("saved the BT reward model to %s", args.output_dir)
+
+
+if __name__ == "__main__":
+    run_main(main)

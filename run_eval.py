@@ -1,0 +1,165 @@
+"""Pairwise accuracy of a judge (design.md §6).
+
+    python run_eval.py --model_name_or_path M --model_type generative|scalar --eval_files a.jsonl [b.jsonl ...]
+        --output_file results.json [--num_samples 1 --batch_size 64 --max_new_tokens 256]
+
+Generative: every pair is asked in both answer orders (greedy, or `num_samples` samples with a
+majority vote); accuracy counts each order half, unreadable verdicts are wrong and counted, and
+`consistency` is the share of items whose two verdicts pick the same answer. Scalar: correct when
+r(pos) > r(neg); ties are wrong. Results per file, per category, and RewardBench sections when
+the categories are RewardBench subsets. results.json also holds every prompt, response and verdict.
+"""
+from __future__ import annotations
+
+import os
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from data.rewardbench import is_rewardbench, section_scores
+from data.schemas import load_prefs
+from data.templates import judge_prompt_groups, scalar_rm_text, template_ids
+from generate.parsing import parse_verdict
+from generate.sampling import HFSampler
+from models.loading import ModelArguments, load_model_and_tokenizer
+from utils.config import parse_args, run_main
+from utils.io import DataError, write_json
+from utils.logging import get_logger
+
+log = get_logger("run_eval")
+
+
+@dataclass
+class EvalArguments:
+    eval_files: list[str] = field(default=None, metadata={"help": "Preference-pair JSONL files."})
+    output_file: str = field(default=None)
+    model_type: str = field(default="generative", metadata={"help": "generative | scalar"})
+    template: str = field(default="compare", metadata={"help": "Judge template id (generative)."})
+    num_samples: int = field(default=1, metadata={"help": "1 = greedy; more = sampled with a majority vote."})
+    temperature: float = field(default=0.7, metadata={"help": "Used when num_samples > 1."})
+    batch_size: int = field(default=64)
+    max_new_tokens: int = field(default=256)
+    max_length: int = field(default=1024, metadata={"help": "Scalar RM input truncation."})
+    max_items: int = field(default=None, metadata={"help": "Evaluate only the first N pairs of each file."})
+    seed: int = field(default=0)
+
+
+def majority(verdicts: list[str | None]) -> str | None:
+    counts = Counter(v for v in verdicts if v is not None)
+    if not counts:
+        return None
+    (top, n), *rest = counts.most_common()
+    return None if rest and rest[0][1] == n else top
+
+
+def judge_generative(rows, model, tokenizer, args: EvalArguments) -> list[dict]:
+    (tid,) = template_ids(args.template)
+    sampler = HFSampler(model, tokenizer, batch_size=args.batch_size)
+    groups = [g for r in rows for g in judge_prompt_groups(tokenizer, r, [tid])]
+    greedy = args.num_samples == 1
+    outs = []
+    step = max(1, args.batch_size * 4 // args.num_samples)
+    for i in tqdm(range(0, len(groups), step), desc="judging", unit="batch"):
+        outs += sampler.generate([g["prompt"] for g in groups[i : i + step]], args.num_samples,
+                                 0.0 if greedy else args.temperature, args.max_new_tokens, seed=args.seed + i)
+    records = []
+    for k, r in enumerate(rows):
+        orders = []
+        for g, responses in zip(groups[2 * k : 2 * k + 2], outs[2 * k : 2 * k + 2]):
+            verdicts = [parse_verdict(x) for x in responses]
+            verdict = majority(verdicts)
+            orders.append({"pos_slot": g["pos_slot"], "prompt": g["prompt"], "responses": responses,
+                           "verdicts": verdicts, "verdict": verdict, "correct": verdict == g["pos_slot"]})
+        picks = [None if o["verdict"] is None else o["verdict"] == o["pos_slot"] for o in orders]
+        records.append({"id": r["id"], "category": r.get("category"), "orders": orders,
+                         "correct": sum(o["correct"] for o in orders) / 2,
+                         "consistent": picks[0] is not None and picks[0] == picks[1],
+                         "parse_failures": sum(o["verdict"] is None for o in orders)})
+    return records
+
+
+@torch.no_grad()
+def scalar_rewards(model, tokenizer, texts: list[str], batch_size: int, max_length: int) -> list[float]:
+    model.eval()
+    device = next(model.parameters()).device
+    rewards = []
+    for i in range(0, len(texts), batch_size):
+        enc = tokenizer(texts[i : i + batch_size], return_tensors="pt", padding=True, truncation=True,
+                        max_length=max_length, add_special_tokens=False).to(device)
+        rewards += model(**enc).logits[:, 0].float().tolist()
+    return rewards
+
+
+def judge_scalar(rows, model, tokenizer, args: EvalArguments) -> list[dict]:
+    texts = [scalar_rm_text(tokenizer, r["question"], a) for r in rows for a in (r["answer_pos"], r["answer_neg"])]
+    rewards = scalar_rewards(model, tokenizer, texts, args.batch_size, args.max_length)
+    return [{"id": r["id"], "category": r.get("category"), "reward_pos": rewards[2 * k],
+             "reward_neg": rewards[2 * k + 1], "correct": float(rewards[2 * k] > rewards[2 * k + 1])}
+            for k, r in enumerate(rows)]
+
+
+def summarize(records: list[dict], generative: bool) -> dict:
+    def acc(recs):
+        return sum(r["correct"] for r in recs) / len(recs)
+
+    by_cat = defaultdict(list)
+    for r in records:
+        by_cat[r["category"] if r["category"] is not None else "all"].append(r)
+    summary = {"n": len(records), "accuracy": acc(records),
+               "categories": {c: {"n": len(v), "accuracy": acc(v)} for c, v in sorted(by_cat.items())}}
+    if generative:
+        summary["consistency"] = sum(r["consistent"] for r in records) / len(records)
+        summary["parse_failure_rate"] = sum(r["parse_failures"] for r in records) / (2 * len(records))
+    if is_rewardbench(by_cat):
+        summary["sections"] = section_scores({c: v["accuracy"] for c, v in summary["categories"].items()})
+    return summary
+
+
+def markdown_table(results: dict) -> str:
+    lines = ["| file | category | n | accuracy |", "|---|---|---|---|"]
+    for name, res in results.items():
+        extra = ""
+        if "consistency" in res:
+            extra = f" (consistency {res['consistency']:.3f}, parse failures {res['parse_failure_rate']:.3f})"
+        lines.append(f"| {name} | **all**{extra} | {res['n']} | **{res['accuracy']:.3f}** |")
+        for cat, c in res["categories"].items():
+            lines.append(f"| {name} | {cat} | {c['n']} | {c['accuracy']:.3f} |")
+        for sec, score in res.get("sections", {}).items():
+            lines.append(f"| {name} | RewardBench {sec} | | {score:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    model_args, args = parse_args((ModelArguments, EvalArguments), argv)
+    if not model_args.model_name_or_path or not args.eval_files or not args.output_file:
+        raise DataError("--model_name_or_path, --eval_files and --output_file are required")
+    if args.model_type not in ("generative", "scalar"):
+        raise DataError(f"--model_type must be generative or scalar, got {args.model_type!r}")
+    data = {path: load_prefs(path)[: args.max_items] for path in args.eval_files}  # validate all first
+    if args.model_type == "scalar":
+        from transformers import AutoModelForSequenceClassification
+
+        model, tokenizer = load_model_and_tokenizer(model_args, AutoModelForSequenceClassification, "SEQ_CLS",
+                                                    num_labels=1)
+        tokenizer.padding_side = "right"
+    else:
+        model, tokenizer = load_model_and_tokenizer(model_args)
+    if torch.cuda.is_available():
+        model.to("cuda")
+    results, items = {}, {}
+    for path, rows in data.items():
+        name = os.path.basename(path)
+        if args.model_type == "generative":
+            records = judge_generative(rows, model, tokenizer, args)
+        else:
+            records = judge_scalar(rows, model, tokenizer, args)
+        results[name], items[name] = summarize(records, args.model_type == "generative"), records
+    write_json(args.output_file, {"model": model_args.model_name_or_path, "model_type": args.model_type,
+                                  "results": results, "items": items})
+    print(markdown_table(results))
+
+
+if __name__ == "__main__":
+    run_main(main)

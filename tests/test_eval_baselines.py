@@ -1,0 +1,77 @@
+import json
+import os
+
+import pytest
+
+from data.rewardbench import EXAMPLE_COUNTS, section_scores
+from tests.conftest import ROOT, run_script
+
+
+def test_rewardbench_sections_by_hand():
+    acc = {"alpacaeval-easy": 1.0, "mt-bench-easy": 0.5, "refusals-dangerous": 0.2, "math-prm": 0.5, "hep-go": 1.0,
+           "hep-rust": 0.0}
+    s = section_scores(acc)
+    assert s["Chat"] == pytest.approx((1.0 * 100 + 0.5 * 28) / 128)
+    assert s["Safety"] == pytest.approx(0.2)
+    assert s["Reasoning"] == pytest.approx((0.5 * 984 + 1.0 * 164 + 0.0 * 164) / (984 + 328))
+    assert "Chat Hard" not in s
+    assert sum(EXAMPLE_COUNTS.values()) - 984 + 447 == 2985  # RewardBench's filtered split size
+
+
+def test_run_eval_generative_numbers_recount(sft_dir, synthetic_dir, tmp_path):
+    out = tmp_path / "results.json"
+    test_file = os.path.join(synthetic_dir, "test.jsonl")
+    proc = run_script("run_eval.py", "--model_name_or_path", sft_dir, "--model_type", "generative",
+                      "--eval_files", test_file, "--output_file", str(out), "--max_new_tokens", "64",
+                      "--max_items", "40")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    r, items = res["results"]["test.jsonl"], res["items"]["test.jsonl"]
+    assert len(items) == r["n"] == 40
+    judgments = [o for it in items for o in it["orders"]]
+    assert r["accuracy"] == pytest.approx(sum(o["correct"] for o in judgments) / len(judgments))
+    assert 0.0 <= r["accuracy"] <= 1.0
+    assert r["parse_failure_rate"] == pytest.approx(sum(o["verdict"] is None for o in judgments) / len(judgments))
+    from generate.parsing import parse_verdict
+    for o in judgments:
+        assert o["verdict"] == parse_verdict(o["responses"][0])
+        assert o["correct"] == (o["verdict"] == o["pos_slot"])
+    for cat, c in r["categories"].items():
+        sub = [it for it in items if it["category"] == cat]
+        assert c["accuracy"] == pytest.approx(sum(it["correct"] for it in sub) / len(sub))
+    assert "| test.jsonl | **all**" in proc.stdout
+
+
+def test_bt_baseline_trains_and_is_evaluated_as_scalar(tiny_model_dir, synthetic_dir, tmp_path):
+    out = tmp_path / "bt"
+    proc = run_script("run_bt_baseline.py", "--config", os.path.join(ROOT, "configs", "bt_demo.yaml"),
+                      "--model_name_or_path", tiny_model_dir, "--train_file", os.path.join(synthetic_dir, "prefs.jsonl"),
+                      "--output_dir", str(out), "--num_train_epochs", "8", "--logging_steps", "4",
+                      "--learning_rate", "3e-3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = json.loads((out / "trainer_state.json").read_text())
+    accs = [h["rewards/accuracies"] for h in state["log_history"] if "rewards/accuracies" in h]
+    assert accs[-1] > 0.5, accs
+    results = tmp_path / "bt.json"
+    proc = run_script("run_eval.py", "--model_name_or_path", str(out), "--model_type", "scalar",
+                      "--eval_files", os.path.join(synthetic_dir, "prefs.jsonl"), "--output_file", str(results))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(results.read_text())
+    items = res["items"]["prefs.jsonl"]
+    assert all(it["correct"] == float(it["reward_pos"] > it["reward_neg"]) for it in items)
+    assert res["results"]["prefs.jsonl"]["accuracy"] > 0.5
+
+
+def test_label_pairs_feed_m_dpo_format(tiny_model_dir, synthetic_dir, tmp_path):
+    from data.label_pairs import main as label_main
+    from data.schemas import load_pairs
+    from generate.parsing import parse_verdict
+
+    out = tmp_path / "pairs.jsonl"
+    label_main(["--model_name_or_path", tiny_model_dir, "--pref_file", os.path.join(synthetic_dir, "prefs.jsonl"),
+                "--output", str(out), "--templates", "compare"])
+    pairs = load_pairs(str(out))
+    assert len(pairs) == 2 * 60
+    for p in pairs:
+        slot = p["prompt_id"].split("/")[1]
+        assert parse_verdict(p["chosen"]) == slot and parse_verdict(p["rejected"]) == ("B" if slot == "A" else "A")
