@@ -8,16 +8,20 @@ judgments; each is parsed, scored by its conditional perplexity, and given a lev
 rejected judgments of the same prompt become DPO pairs.
 
 Items are processed in fixed chunks (by position in the pref file), each with its own seed, and
-samples.jsonl is appended chunk by chunk. A run that is stopped and started again with the same
+samples.jsonl is appended chunk by chunk. Under `accelerate launch` the chunks are dealt to the
+processes, each appends to its own samples.rankN.jsonl, and process 0 merges them into the same
+files a single process writes. A run that is stopped and started again with the same
 arguments skips finished chunks and ends with exactly the same files as an uninterrupted run.
 pairs.jsonl and stats.json are written atomically at the end; stats.json is written last.
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 from dataclasses import asdict, dataclass, field
 
+from accelerate import PartialState
 from tqdm.auto import tqdm
 
 from data.schemas import load_prefs
@@ -110,10 +114,22 @@ def check_resume(args: RefinementArguments, model_args: ModelArguments) -> None:
         write_json(path, fingerprint)
 
 
-def finished_records(samples_path: str, chunks: list[list[dict]]) -> dict[int, list[dict]]:
-    """Records of chunks that are complete in the log, in the order they were written; partial
-    chunks are redone from scratch."""
-    log_records = read_jsonl_tolerant(samples_path)
+def sample_logs(output_dir: str) -> list[str]:
+    """The append-only logs in output_dir: samples.jsonl and per-process shards."""
+    shards = sorted(glob.glob(os.path.join(output_dir, "samples.rank*.jsonl")))
+    return [os.path.join(output_dir, "samples.jsonl"), *shards]
+
+
+def finished_records(log_paths: list[str], chunks: list[list[dict]]) -> dict[int, list[dict]]:
+    """Records of chunks that are complete in the logs, in the order they were written; partial
+    chunks are redone from scratch. A record found in several logs counts once."""
+    log_records, seen = [], set()
+    for path in log_paths:
+        for r in read_jsonl_tolerant(path):
+            key = (r["item_id"], r["prompt_id"], r["temperature"], r["sample"])
+            if key not in seen:
+                seen.add(key)
+                log_records.append(r)
     present = {r["item_id"] for r in log_records}
     done = {}
     for c, items in enumerate(chunks):
@@ -146,37 +162,55 @@ def main(argv=None) -> None:
     items = load_prefs(args.pref_file)
     if args.max_items is not None:
         items = items[: args.max_items]
-    os.makedirs(args.output_dir, exist_ok=True)
-    check_resume(args, model_args)
-    stats_path = os.path.join(args.output_dir, "stats.json")
-    if os.path.exists(stats_path):
-        os.remove(stats_path)  # this run's stats will replace it; until then the run is unfinished
+    state = PartialState()  # one process, or one of several under `accelerate launch`
+    if state.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+        check_resume(args, model_args)
+        stats_path = os.path.join(args.output_dir, "stats.json")
+        if os.path.exists(stats_path):
+            os.remove(stats_path)  # this run's stats will replace it; until then the run is unfinished
+    state.wait_for_everyone()
 
     set_seed(args.seed)
     model, tokenizer = load_model_and_tokenizer(model_args)
+    model.to(state.device)
     sampler = HFSampler(model, tokenizer, batch_size=args.generation_batch_size, top_p=args.top_p)
     size = args.items_per_chunk
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
-    samples_path = os.path.join(args.output_dir, "samples.jsonl")
-    done = finished_records(samples_path, chunks)
-    write_jsonl(samples_path, [r for c in sorted(done) for r in done[c]])  # drop partial chunks
-    if done:
+    # Chunks are dealt round-robin to processes; each has its own seed, so the result does not
+    # depend on how many processes there are.
+    mine = [c for c in range(len(chunks)) if c % state.num_processes == state.process_index]
+    done = finished_records(sample_logs(args.output_dir), chunks)
+    state.wait_for_everyone()  # everyone has read the logs before any is rewritten
+    my_log = os.path.join(args.output_dir, "samples.jsonl" if state.num_processes == 1
+                          else f"samples.rank{state.process_index}.jsonl")
+    write_jsonl(my_log, [r for c in mine if c in done for r in done[c]])  # drops partial chunks
+    if done and state.is_main_process:
         log.info("resuming: %d of %d chunks already sampled", len(done), len(chunks))
 
-    bar = tqdm(total=len(items), unit="item", desc="refine", initial=sum(len(chunks[c]) for c in done))
-    for c, chunk in enumerate(chunks):
-        if c in done:
-            continue
-        done[c] = process_chunk(c, chunk, sampler, model, tokenizer, args, templates, temperatures)
-        append_jsonl(samples_path, done[c])
-        bar.update(len(chunk))
+    todo = [c for c in mine if c not in done]
+    bar = tqdm(total=sum(len(chunks[c]) for c in mine), unit="item", desc="refine",
+               initial=sum(len(chunks[c]) for c in mine if c in done), disable=not state.is_local_main_process)
+    for c in todo:
+        done[c] = process_chunk(c, chunks[c], sampler, model, tokenizer, args, templates, temperatures)
+        append_jsonl(my_log, done[c])
+        bar.update(len(chunks[c]))
     bar.close()
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return
 
+    done = finished_records(sample_logs(args.output_dir), chunks)
+    missing = [c for c in range(len(chunks)) if c not in done]
+    if missing:
+        raise RuntimeError(f"chunks {missing[:5]} have no samples after all processes finished")
     records = [r for c in range(len(chunks)) for r in done[c]]
     records, pairs, stats = finalize(records, args)
-    write_jsonl(samples_path, records)
+    write_jsonl(os.path.join(args.output_dir, "samples.jsonl"), records)
+    for shard in sample_logs(args.output_dir)[1:]:
+        os.remove(shard)
     write_jsonl(os.path.join(args.output_dir, "pairs.jsonl"), pairs)
-    write_json(stats_path, stats)
+    write_json(os.path.join(args.output_dir, "stats.json"), stats)
     print(summary_line(stats))
 
 

@@ -20,6 +20,7 @@ from models.loading import ModelArguments, load_model_and_tokenizer, save_for_in
 from utils.config import parse_args, run_main, save_resolved_config
 from utils.io import DataError
 from utils.logging import get_logger
+from utils.seed import derive_seed
 
 log = get_logger("run_sft")
 
@@ -27,7 +28,7 @@ log = get_logger("run_sft")
 @dataclass
 class SFTDataArguments:
     train_file: str = field(default=None, metadata={"help": "JSONL of SFT rows (judge form or plain form)."})
-    templates: str = field(default="all", metadata={"help": "Judge template ids, rotated over rows: 'all' or 'a,b'."})
+    templates: str = field(default="all", metadata={"help": "Judge template ids spread over rows: 'all' or 'a,b'."})
     max_length: int = field(default=512, metadata={"help": "Max tokens of prompt + response (see data.collate)."})
     max_prompt_length: int = field(default=None, metadata={"help": "Prompts are cut from the left to this."})
 
@@ -43,7 +44,9 @@ class SFTConfig(TrainingArguments):
 def sft_example(row: dict, index: int, tokenizer, templates: list[str]) -> tuple[str, str]:
     """(prompt, response) text of one SFT row."""
     if "verdict" in row:
-        tid = templates[index % len(templates)]
+        # Hashed, not index % n: data sets that cycle through task families by index would
+        # otherwise tie each family to one template.
+        tid = templates[derive_seed(0, index) % len(templates)]
         prompt = judge_prompt(tokenizer, tid, row["question"], row["answer_a"], row["answer_b"])
         return prompt, format_response(row["chain_of_thought"], row["verdict"])
     return apply_chat(tokenizer, row["question"]), row["chain_of_thought"]

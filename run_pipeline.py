@@ -1,0 +1,182 @@
+"""The whole GFRIEND pipeline in one command:
+
+    python run_pipeline.py --config configs/demo.yaml [--force] [--stages sft,refine,mdpo,eval]
+
+tiny model (unless `base_model` names one) -> synthetic data -> SFT -> preference refinement ->
+M-DPO -> evaluation (plus the BT-model baseline if listed in `stages`). Each stage is the same
+script a user runs by hand, called with the files the stage before it wrote. A stage whose output
+is complete is skipped unless --force; once a stage runs, every stage after it runs too.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from utils.config import parse_args, run_main
+from utils.io import DataError
+
+ALL_STAGES = ("tiny", "data", "sft", "refine", "mdpo", "bt", "eval")
+
+
+@dataclass
+class PipelineArguments:
+    output_dir: str = field(default="outputs/demo")
+    base_model: str = field(default=None, metadata={"help": "Start from this model instead of building the tiny one."})
+    data_dir: str = field(default=None, metadata={"help": "Use this data (sft/prefs/test.jsonl) instead of synthetic."})
+    seed: int = field(default=0)
+    stages: str = field(default="tiny,data,sft,refine,mdpo,eval")
+    force: bool = field(default=False, metadata={"help": "Redo stages whose outputs already exist."})
+    n_sft: int = field(default=2000)
+    n_prefs: int = field(default=300)
+    n_val: int = field(default=200)
+    n_test: int = field(default=600)
+    sft_config: str = field(default="configs/sft_demo.yaml")
+    refine_config: str = field(default="configs/refine_demo.yaml")
+    mdpo_config: str = field(default="configs/mdpo_demo.yaml")
+    bt_config: str = field(default="configs/bt_demo.yaml")
+    sft_args: str = field(default="", metadata={"help": "Extra flags for run_sft.py."})
+    refine_args: str = field(default="")
+    mdpo_args: str = field(default="")
+    bt_args: str = field(default="")
+    eval_args: str = field(default="--max_new_tokens 64 --batch_size 128")
+    eval_split: str = field(default="test", metadata={"help": "test or val (choose settings on val)."})
+
+
+class Pipeline:
+    def __init__(self, a: PipelineArguments):
+        self.a = a
+        o = a.output_dir
+        self.paths = {
+            "tiny": a.base_model or os.path.join(o, "tiny-base"),
+            "data": a.data_dir or os.path.join(o, "data"),
+            "sft": os.path.join(o, "sft"), "refine": os.path.join(o, "refine"),
+            "mdpo": os.path.join(o, "mdpo"), "bt": os.path.join(o, "bt"), "eval": os.path.join(o, "eval"),
+        }
+        self.stages = [s.strip() for s in a.stages.split(",") if s.strip()]
+        unknown = [s for s in self.stages if s not in ALL_STAGES]
+        if unknown:
+            raise DataError(f"unknown stage(s) {unknown}; known: {', '.join(ALL_STAGES)}")
+
+    def data(self, name: str) -> str:
+        return os.path.join(self.paths["data"], name)
+
+    def done(self, stage: str) -> bool:
+        p = self.paths[stage]
+        marker = {"tiny": "config.json", "data": "test.jsonl", "sft": "run_config.yaml", "refine": "stats.json",
+                  "mdpo": "run_config.yaml", "bt": "run_config.yaml", "eval": "table.md"}[stage]
+        return os.path.exists(os.path.join(p, marker))
+
+    def command(self, stage: str) -> list[str]:
+        a, p, py = self.a, self.paths, sys.executable
+        if stage == "tiny":
+            return [py, "-m", "models.tiny", "--output_dir", p["tiny"], "--seed", str(a.seed)]
+        if stage == "data":
+            return [py, "-m", "data.synthetic", "--output_dir", p["data"], "--seed", str(a.seed), "--n_sft", str(a.n_sft),
+                    "--n_prefs", str(a.n_prefs), "--n_val", str(a.n_val), "--n_test", str(a.n_test)]
+        if stage == "sft":
+            return [py, "run_sft.py", "--config", a.sft_config, "--model_name_or_path", p["tiny"],
+                    "--train_file", self.data("sft.jsonl"), "--output_dir", p["sft"], "--seed", str(a.seed),
+                    *shlex.split(a.sft_args)]
+        if stage == "refine":
+            return [py, "run_preference_refinement.py", "--config", a.refine_config, "--model_name_or_path", p["sft"],
+                    "--pref_file", self.data("prefs.jsonl"), "--output_dir", p["refine"], "--seed", str(a.seed),
+                    *shlex.split(a.refine_args)]
+        if stage == "mdpo":
+            return [py, "run_m_dpo.py", "--config", a.mdpo_config, "--model_name_or_path", p["sft"],
+                    "--pairs_file", os.path.join(p["refine"], "pairs.jsonl"), "--output_dir", p["mdpo"],
+                    "--seed", str(a.seed), *shlex.split(a.mdpo_args)]
+        if stage == "bt":
+            return [py, "run_bt_baseline.py", "--config", a.bt_config, "--model_name_or_path", p["sft"],
+                    "--train_file", self.data("prefs.jsonl"), "--output_dir", p["bt"], "--seed", str(a.seed),
+                    *shlex.split(a.bt_args)]
+        raise ValueError(stage)
+
+    def judges(self) -> list[tuple[str, str, str]]:
+        out = [("SFT judge", self.paths["sft"], "generative")]
+        if "bt" in self.stages:
+            out.append(("BT-model", self.paths["bt"], "scalar"))
+        if "mdpo" in self.stages:
+            out.append(("GFRIEND (M-DPO)", self.paths["mdpo"], "generative"))
+        return out
+
+    def evaluate(self) -> str:
+        os.makedirs(self.paths["eval"], exist_ok=True)
+        eval_file = self.data(f"{self.a.eval_split}.jsonl")
+        rows = []
+        for name, path, kind in self.judges():
+            out = os.path.join(self.paths["eval"], name.split()[0].lower() + ".json")
+            run([sys.executable, "run_eval.py", "--model_name_or_path", path, "--model_type", kind,
+                 "--eval_files", eval_file, "--output_file", out, *shlex.split(self.a.eval_args)])
+            with open(out, encoding="utf-8") as f:
+                res = next(iter(json.load(f)["results"].values()))
+            rows.append((name, res))
+        cats = sorted({c for _, r in rows for c in r["categories"]})
+        lines = [f"| judge | all ({self.a.eval_split}, n={rows[0][1]['n']}) | " + " | ".join(cats) + " |",
+                 "|---" * (len(cats) + 2) + "|"]
+        for name, r in rows:
+            lines.append(f"| {name} | {r['accuracy']:.3f} | " +
+                         " | ".join(f"{r['categories'][c]['accuracy']:.3f}" for c in cats) + " |")
+        table = "\n".join(lines)
+        with open(os.path.join(self.paths["eval"], "table.md"), "w", encoding="utf-8") as f:
+            f.write(table + "\n")
+        return table
+
+    def summary(self, stage: str) -> str:
+        p = self.paths[stage]
+        if stage in ("sft", "mdpo", "bt"):
+            with open(os.path.join(p, "trainer_state.json"), encoding="utf-8") as f:
+                logs = [h for h in json.load(f)["log_history"] if "loss" in h]
+            first, last = logs[0], logs[-1]
+            extra = ""
+            if "rewards/accuracies" in last:
+                extra = f", rewards/accuracies {last['rewards/accuracies']:.3f}"
+                if "rewards/margins" in last:
+                    extra += f", margins {first['rewards/margins']:.3f} -> {last['rewards/margins']:.3f}"
+            return f"loss {first['loss']:.3f} -> {last['loss']:.3f}{extra}"
+        if stage == "refine":
+            with open(os.path.join(p, "stats.json"), encoding="utf-8") as f:
+                s = json.load(f)
+            return (f"{s['samples']} samples, accuracy {s['sample_accuracy']}, levels {s['levels']}, "
+                    f"{s['pairs']} pairs, {s['items_without_pairs']} items without pairs")
+        return f"output in {p}"
+
+    def run(self) -> None:
+        forced = self.a.force
+        for stage in self.stages:
+            if stage in ("tiny",) and self.a.base_model or stage == "data" and self.a.data_dir:
+                continue
+            if not forced and self.done(stage):
+                print(f"[{stage}] done already, skipped ({self.paths[stage]})", flush=True)
+                continue
+            forced = True  # everything after a stage that ran must run again
+            t0 = time.time()
+            print(f"[{stage}] running", flush=True)
+            if stage == "eval":
+                print(self.evaluate(), flush=True)
+            else:
+                run(self.command(stage))
+            print(f"[{stage}] finished in {time.time() - t0:.0f}s: {self.summary(stage)}", flush=True)
+        table = os.path.join(self.paths["eval"], "table.md")
+        if os.path.exists(table):
+            with open(table, encoding="utf-8") as f:
+                print("\nResults\n" + f.read(), flush=True)
+
+
+def run(cmd: list[str]) -> None:
+    proc = subprocess.run(cmd)
+    if proc.returncode != 0:
+        raise DataError(f"stage failed (exit {proc.returncode}): {shlex.join(cmd)}")
+
+
+def main(argv=None) -> None:
+    (a,) = parse_args((PipelineArguments,), argv)
+    Pipeline(a).run()
+
+
+if __name__ == "__main__":
+    run_main(main)
