@@ -31,7 +31,7 @@ class PipelineArguments:
     seed: int = field(default=0)
     stages: str = field(default="tiny,data,sft,refine,mdpo,eval")
     force: bool = field(default=False, metadata={"help": "Redo stages whose outputs already exist."})
-    n_sft: int = field(default=2000)
+    n_sft: int = field(default=20000)
     n_prefs: int = field(default=300)
     n_val: int = field(default=200)
     n_test: int = field(default=600)

@@ -21,6 +21,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 
+import torch
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
@@ -162,7 +163,8 @@ def main(argv=None) -> None:
     items = load_prefs(args.pref_file)
     if args.max_items is not None:
         items = items[: args.max_items]
-    state = PartialState()  # one process, or one of several under `accelerate launch`
+    # One process, or one of several under `accelerate launch` / torchrun (gloo on CPU).
+    state = PartialState(cpu=not torch.cuda.is_available())
     if state.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
         check_resume(args, model_args)

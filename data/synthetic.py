@@ -146,7 +146,7 @@ def reference_response(item: dict, answer_a: str, answer_b: str, verdict: str) -
     return format_response(item["_cot"](answer_a, answer_b, verdict), verdict)
 
 
-def build(output_dir: str, seed: int = 0, n_sft: int = 400, n_prefs: int = 1000, n_val: int = 200,
+def build(output_dir: str, seed: int = 0, n_sft: int = 20000, n_prefs: int = 1000, n_val: int = 200,
           n_test: int = 600) -> dict[str, int]:
     rng = random.Random(seed)
     seen: set[str] = set()
@@ -166,7 +166,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--output_dir", required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n_sft", type=int, default=400)
+    p.add_argument("--n_sft", type=int, default=20000)
     p.add_argument("--n_prefs", type=int, default=1000)
     p.add_argument("--n_val", type=int, default=200)
     p.add_argument("--n_test", type=int, default=600)
