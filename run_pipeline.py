@@ -96,20 +96,21 @@ class Pipeline:
                     *shlex.split(a.bt_args)]
         raise ValueError(stage)
 
-    def judges(self) -> list[tuple[str, str, str]]:
-        out = [("SFT judge", self.paths["sft"], "generative")]
-        if "bt" in self.stages:
-            out.append(("BT-model", self.paths["bt"], "scalar"))
-        if "mdpo" in self.stages:
-            out.append(("GFRIEND (M-DPO)", self.paths["mdpo"], "generative"))
+    def judges(self) -> list[tuple[str, str, str, str]]:
+        """(key, display name, checkpoint, model type) of every judge to evaluate."""
+        out = [("sft", "SFT judge", self.paths["sft"], "generative")]
+        if "bt" in self.stages or self.done("bt"):
+            out.append(("bt", "BT-model", self.paths["bt"], "scalar"))
+        if "mdpo" in self.stages or self.done("mdpo"):
+            out.append(("gfriend", "GFRIEND (M-DPO)", self.paths["mdpo"], "generative"))
         return out
 
     def evaluate(self) -> str:
         os.makedirs(self.paths["eval"], exist_ok=True)
         eval_file = self.data(f"{self.a.eval_split}.jsonl")
         rows = []
-        for name, path, kind in self.judges():
-            out = os.path.join(self.paths["eval"], name.split()[0].lower() + ".json")
+        for key, name, path, kind in self.judges():
+            out = os.path.join(self.paths["eval"], f"{key}.json")
             run([sys.executable, "run_eval.py", "--model_name_or_path", path, "--model_type", kind,
                  "--eval_files", eval_file, "--output_file", out, *shlex.split(self.a.eval_args)])
             with open(out, encoding="utf-8") as f:
@@ -130,7 +131,10 @@ class Pipeline:
         p = self.paths[stage]
         if stage in ("sft", "mdpo", "bt"):
             with open(os.path.join(p, "trainer_state.json"), encoding="utf-8") as f:
-                logs = [h for h in json.load(f)["log_history"] if "loss" in h]
+                history = json.load(f)["log_history"]
+            logs = [h for h in history if "loss" in h]
+            if not logs:  # fewer steps than logging_steps: only the final summary exists
+                return f"train_loss {history[-1].get('train_loss', float('nan')):.3f}"
             first, last = logs[0], logs[-1]
             extra = ""
             if "rewards/accuracies" in last:

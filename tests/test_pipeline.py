@@ -1,0 +1,76 @@
+import json
+import os
+
+import pytest
+
+from tests.conftest import ROOT, run_script
+
+SMALL = """
+output_dir: {out}
+seed: 0
+stages: tiny,data,sft,refine,mdpo,bt,eval
+n_sft: 300
+n_prefs: 12
+n_val: 4
+n_test: 16
+sft_args: "--max_steps 40 --logging_steps 10"
+refine_args: "--num_samples 2 --templates compare --max_new_tokens 48 --items_per_chunk 4"
+mdpo_args: "--max_steps 3 --per_device_train_batch_size 4"
+bt_args: "--max_steps 3 --per_device_train_batch_size 4"
+eval_args: "--max_new_tokens 48"
+"""
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipe")
+    cfg = out / "small.yaml"
+    cfg.write_text(SMALL.format(out=out / "run"))
+    proc = run_script("run_pipeline.py", "--config", str(cfg))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return cfg, out / "run", proc.stdout
+
+
+def _jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_every_stage_hands_its_files_to_the_next(pipeline):
+    _, run, stdout = pipeline
+    assert (run / "tiny-base" / "config.json").exists()
+    prefs = _jsonl(run / "data" / "prefs.jsonl")
+    assert len(prefs) == 12 and all({"id", "question", "answer_pos", "answer_neg"} <= set(p) for p in prefs)
+    assert "train_file" in (run / "sft" / "run_config.yaml").read_text()
+    samples = _jsonl(run / "refine" / "samples.jsonl")
+    assert {s["item_id"] for s in samples} == {str(p["id"]) for p in prefs}  # refinement read data's prefs
+    stats = json.loads((run / "refine" / "stats.json").read_text())
+    pairs = _jsonl(run / "refine" / "pairs.jsonl")
+    assert stats["samples"] == len(samples) == 12 * 2 * 2 and stats["pairs"] == len(pairs)
+    mdpo_cfg = (run / "mdpo" / "run_config.yaml").read_text()
+    assert str(run / "refine" / "pairs.jsonl") in mdpo_cfg and str(run / "sft") in mdpo_cfg
+    assert (run / "bt" / "config.json").exists()
+    for name in ("sft", "bt", "gfriend"):
+        res = json.loads((run / "eval" / f"{name}.json").read_text())
+        r = res["results"]["test.jsonl"]
+        assert r["n"] == 16 and 0.0 <= r["accuracy"] <= 1.0
+    table = (run / "eval" / "table.md").read_text()
+    assert "SFT judge" in table and "BT-model" in table and "GFRIEND (M-DPO)" in table
+    for stage in ("sft", "refine", "mdpo", "bt", "eval"):
+        assert f"[{stage}] finished in" in stdout
+
+
+def test_rerun_skips_finished_stages_and_force_redoes_them(pipeline):
+    cfg, run, _ = pipeline
+    weights = run / "mdpo" / "model.safetensors"
+    before = os.path.getmtime(weights)
+    proc = run_script("run_pipeline.py", "--config", str(cfg))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for stage in ("tiny", "data", "sft", "refine", "mdpo", "bt", "eval"):
+        assert f"[{stage}] done already, skipped" in proc.stdout
+    assert os.path.getmtime(weights) == before
+    proc = run_script("run_pipeline.py", "--config", str(cfg), "--force", "--stages", "mdpo,eval")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "[mdpo] finished in" in proc.stdout and "[eval] finished in" in proc.stdout
+    assert "[sft]" not in proc.stdout
+    assert os.path.getmtime(weights) > before
