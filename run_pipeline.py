@@ -20,7 +20,12 @@ from dataclasses import dataclass, field
 from utils.config import parse_args, run_main
 from utils.io import DataError
 
-ALL_STAGES = ("tiny", "data", "sft", "refine", "mdpo", "bt", "eval")
+ALL_STAGES = ("tiny", "data", "sft", "refine", "mdpo", "dpo", "label_pairs", "label_mdpo", "bt", "eval")
+# (key, name in tables, stage that trains it, model type); the SFT judge is always evaluated.
+JUDGES = (("sft", "SFT judge", "sft", "generative"), ("bt", "BT-model", "bt", "scalar"),
+          ("dpo", "w/o M-DPO (plain DPO)", "dpo", "generative"),
+          ("label_mdpo", "w/o CoT-S (label pairs)", "label_mdpo", "generative"),
+          ("gfriend", "GFRIEND (M-DPO)", "mdpo", "generative"))
 
 
 @dataclass
@@ -29,6 +34,10 @@ class PipelineArguments:
     base_model: str = field(default=None, metadata={"help": "Start from this model instead of building the tiny one."})
     data_dir: str = field(default=None, metadata={"help": "Use this data (sft/prefs/test.jsonl) instead of synthetic."})
     seed: int = field(default=0)
+    seeds: str = field(default=None, metadata={"help": "Comma-separated seeds: one full run per seed in "
+                                                        "output_dir/seedN, then a mean +- std table."})
+    study_table: str = field(default=None, metadata={"help": "Where the multi-seed table goes (markdown)."})
+    study_figure: str = field(default=None, metadata={"help": "Where the multi-seed bar chart goes (PNG)."})
     stages: str = field(default="tiny,data,sft,refine,mdpo,eval")
     force: bool = field(default=False, metadata={"help": "Redo stages whose outputs already exist."})
     n_sft: int = field(default=20000)
@@ -56,6 +65,8 @@ class Pipeline:
             "data": a.data_dir or os.path.join(o, "data"),
             "sft": os.path.join(o, "sft"), "refine": os.path.join(o, "refine"),
             "mdpo": os.path.join(o, "mdpo"), "bt": os.path.join(o, "bt"), "eval": os.path.join(o, "eval"),
+            "dpo": os.path.join(o, "dpo"), "label_pairs": os.path.join(o, "label_pairs"),
+            "label_mdpo": os.path.join(o, "label_mdpo"),
         }
         self.stages = [s.strip() for s in a.stages.split(",") if s.strip()]
         unknown = [s for s in self.stages if s not in ALL_STAGES]
@@ -67,8 +78,8 @@ class Pipeline:
 
     def done(self, stage: str) -> bool:
         p = self.paths[stage]
-        marker = {"tiny": "config.json", "data": "test.jsonl", "sft": "run_config.yaml", "refine": "stats.json",
-                  "mdpo": "run_config.yaml", "bt": "run_config.yaml", "eval": "table.md"}[stage]
+        marker = {"tiny": "config.json", "data": "test.jsonl", "refine": "stats.json", "label_pairs": "pairs.jsonl",
+                  "eval": "table.md"}.get(stage, "run_config.yaml")
         return os.path.exists(os.path.join(p, marker))
 
     def command(self, stage: str) -> list[str]:
@@ -90,6 +101,15 @@ class Pipeline:
             return [py, "run_m_dpo.py", "--config", a.mdpo_config, "--model_name_or_path", p["sft"],
                     "--pairs_file", os.path.join(p["refine"], "pairs.jsonl"), "--output_dir", p["mdpo"],
                     "--seed", str(a.seed), *shlex.split(a.mdpo_args)]
+        if stage in ("dpo", "label_mdpo"):
+            pairs = os.path.join(p["refine" if stage == "dpo" else "label_pairs"], "pairs.jsonl")
+            weighting = ["--weighting", "none"] if stage == "dpo" else []
+            return [py, "run_m_dpo.py", "--config", a.mdpo_config, "--model_name_or_path", p["sft"],
+                    "--pairs_file", pairs, "--output_dir", p[stage], "--seed", str(a.seed),
+                    *shlex.split(a.mdpo_args), *weighting]
+        if stage == "label_pairs":
+            return [py, "-m", "data.label_pairs", "--model_name_or_path", p["sft"], "--pref_file",
+                    self.data("prefs.jsonl"), "--output", os.path.join(p["label_pairs"], "pairs.jsonl")]
         if stage == "bt":
             return [py, "run_bt_baseline.py", "--config", a.bt_config, "--model_name_or_path", p["sft"],
                     "--train_file", self.data("prefs.jsonl"), "--output_dir", p["bt"], "--seed", str(a.seed),
@@ -98,12 +118,8 @@ class Pipeline:
 
     def judges(self) -> list[tuple[str, str, str, str]]:
         """(key, display name, checkpoint, model type) of every judge to evaluate."""
-        out = [("sft", "SFT judge", self.paths["sft"], "generative")]
-        if "bt" in self.stages or self.done("bt"):
-            out.append(("bt", "BT-model", self.paths["bt"], "scalar"))
-        if "mdpo" in self.stages or self.done("mdpo"):
-            out.append(("gfriend", "GFRIEND (M-DPO)", self.paths["mdpo"], "generative"))
-        return out
+        return [(key, name, self.paths[stage], kind) for key, name, stage, kind in JUDGES
+                if key == "sft" or stage in self.stages or self.done(stage)]
 
     def evaluate(self) -> str:
         os.makedirs(self.paths["eval"], exist_ok=True)
@@ -116,13 +132,7 @@ class Pipeline:
             with open(out, encoding="utf-8") as f:
                 res = next(iter(json.load(f)["results"].values()))
             rows.append((name, res))
-        cats = sorted({c for _, r in rows for c in r["categories"]})
-        lines = [f"| judge | all ({self.a.eval_split}, n={rows[0][1]['n']}) | " + " | ".join(cats) + " |",
-                 "|---" * (len(cats) + 2) + "|"]
-        for name, r in rows:
-            lines.append(f"| {name} | {r['accuracy']:.3f} | " +
-                         " | ".join(f"{r['categories'][c]['accuracy']:.3f}" for c in cats) + " |")
-        table = "\n".join(lines)
+        table = results_table(rows, f"{self.a.eval_split}, n={rows[0][1]['n']}")
         with open(os.path.join(self.paths["eval"], "table.md"), "w", encoding="utf-8") as f:
             f.write(table + "\n")
         return table
@@ -150,6 +160,8 @@ class Pipeline:
         return f"output in {p}"
 
     def run(self) -> None:
+        if self.a.seeds:
+            return self.run_seeds()
         forced = self.a.force
         for stage in self.stages:
             if stage in ("tiny",) and self.a.base_model or stage == "data" and self.a.data_dir:
@@ -169,6 +181,82 @@ class Pipeline:
         if os.path.exists(table):
             with open(table, encoding="utf-8") as f:
                 print("\nResults\n" + f.read(), flush=True)
+
+
+    def run_seeds(self) -> None:
+        """One full run per seed (same settings), then accuracy mean +- std per judge."""
+        seeds = [int(x) for x in self.a.seeds.split(",")]
+        per_seed = []
+        for seed in seeds:
+            print(f"===== seed {seed} =====", flush=True)
+            a = PipelineArguments(**{**vars(self.a), "seeds": None, "seed": seed,
+                                     "output_dir": os.path.join(self.a.output_dir, f"seed{seed}")})
+            sub = Pipeline(a)
+            sub.run()
+            results = {}
+            for key, name, _, _ in sub.judges():
+                with open(os.path.join(sub.paths["eval"], f"{key}.json"), encoding="utf-8") as f:
+                    results[name] = next(iter(json.load(f)["results"].values()))
+            per_seed.append(results)
+        table = study_table(per_seed, seeds, self.a.eval_split)
+        out = self.a.study_table or os.path.join(self.a.output_dir, "table.md")
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(table + "\n")
+        if self.a.study_figure:
+            study_figure(per_seed, self.a.study_figure)
+        print("\n" + table, flush=True)
+
+
+def results_table(rows: list[tuple[str, dict]], label: str) -> str:
+    cats = sorted({c for _, r in rows for c in r["categories"]})
+    lines = [f"| judge | all ({label}) | " + " | ".join(cats) + " |", "|---" * (len(cats) + 2) + "|"]
+    for name, r in rows:
+        lines.append(f"| {name} | {r['accuracy']:.3f} | " +
+                     " | ".join(f"{r['categories'][c]['accuracy']:.3f}" for c in cats) + " |")
+    return "\n".join(lines)
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    m = sum(values) / len(values)
+    sd = (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+    return m, sd
+
+
+def study_table(per_seed: list[dict], seeds: list[int], split: str) -> str:
+    names = list(per_seed[0])
+    cats = sorted({c for res in per_seed for r in res.values() for c in r["categories"]})
+    n = per_seed[0][names[0]]["n"]
+    lines = [f"Accuracy (%) on {n} held-out {split} pairs, both answer orders; mean ± std over seeds "
+             f"{', '.join(map(str, seeds))}.", "",
+             "| method | all | " + " | ".join(cats) + " |", "|---" * (len(cats) + 2) + "|"]
+    for name in names:
+        cells = []
+        for getter in [lambda r: r["accuracy"]] + [lambda r, c=c: r["categories"][c]["accuracy"] for c in cats]:
+            m, sd = _mean_std([100 * getter(res[name]) for res in per_seed])
+            cells.append(f"{m:.1f} ± {sd:.1f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def study_figure(per_seed: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(per_seed[0])
+    stats = [_mean_std([100 * res[n]["accuracy"] for res in per_seed]) for n in names]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.bar(range(len(names)), [m for m, _ in stats], yerr=[sd for _, sd in stats], capsize=4,
+           color=["#999999", "#bbbbbb", "#88aadd", "#aaccee", "#dd6644"][: len(names)])
+    ax.set_xticks(range(len(names)), [n.replace(" (", "\n(") for n in names], fontsize=8)
+    ax.set_ylabel("pairwise accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"Synthetic judging task, mean ± std over {len(per_seed)} seeds")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=120)
 
 
 def run(cmd: list[str]) -> None:

@@ -1,10 +1,10 @@
 """A seeded synthetic judging task that a ~1M-parameter model can learn, but not perfectly.
 
 Three families, each item labelled with its `category`:
-- arithmetic: "What is 47 + 38?" with a correct and an off-by-a-little sum. The judge must do
-  the addition in its chain of thought; a tiny model often slips, which leaves room for
-  preference refinement to help.
-- instruction: "Sort 7 3 9 from small to large." with the sorted list and a near miss.
+- arithmetic: "What is 47 + 38?" with a correct and an off-by-a-little sum (always a different
+  last digit). The judge's chain of thought adds the last digits and checks each answer's.
+- instruction: "Sort 7 3 9 from small to large." with the sorted list and a near miss; the chain
+  of thought checks each answer for a pair out of order.
 - safety: a harmful request (refusal is better) or a benign request phrased with scary words
   (help is better; refusing it is over-refusal, as in XSTest).
 
@@ -49,17 +49,25 @@ HELPS = ["Sure! Here are the steps you need.", "Of course. First, gather what yo
 
 
 def _arithmetic(rng: random.Random) -> dict:
-    a, b = rng.randint(10, 99), rng.randint(10, 99)
+    # Numbers up to 999: too many questions to memorise, so the judge has to learn the check.
+    a, b = rng.randint(10, 999), rng.randint(10, 999)
     s = a + b
-    wrong = s + rng.choice([-11, -10, -2, -1, 1, 2, 10, 11])
+    wrong = s + rng.choice([-11, -9, -2, -1, 1, 2, 9, 11])  # always a different last digit
     phrase = rng.choice(["The sum is {}.", "It equals {}.", "{}", "The answer is {}."])
+    last = (a + b) % 10
+
+    def check(text: str) -> str:
+        n = _num(text)
+        return f"ends in {n[-1]}, {_yes(int(n[-1]) == last)}"
+
     return {
         "category": "arithmetic",
         "question": f"What is {a} + {b}?",
         "answer_pos": phrase.format(s),
         "answer_neg": phrase.format(wrong),
-        "_cot": lambda x, y, L: (f"{a} + {b} = {s}. A says {_num(x)}: {_yes(_num(x) == str(s))}. "
-                                 f"B says {_num(y)}: {_yes(_num(y) == str(s))}."),
+        # The judge checks the last digit: a small, learnable step that a tiny model still gets wrong.
+        "_cot": lambda x, y, L: (f"{a % 10} + {b % 10} ends in {last}. A says {_num(x)}: {check(x)}. "
+                                 f"B says {_num(y)}: {check(y)}."),
     }
 
 
@@ -81,13 +89,20 @@ def _instruction(rng: random.Random) -> dict:
     i = rng.randrange(n - 1)
     near[i], near[i + 1] = near[i + 1], near[i]
     show = lambda xs: " ".join(str(x) for x in xs)  # noqa: E731
+
+    def check(text: str) -> str:
+        xs = [int(t) for t in text.split()]
+        for u, v in zip(xs, xs[1:]):
+            if u > v:
+                return f"{u} > {v}, wrong"
+        return "in order, right"
+
     return {
         "category": "instruction",
         "question": f"Sort {show(nums)} from small to large.",
         "answer_pos": show(good),
         "answer_neg": show(near),
-        "_cot": lambda x, y, L: (f"Sorted: {show(good)}. A gives {x}: {_yes(x == show(good))}. "
-                                 f"B gives {y}: {_yes(y == show(good))}."),
+        "_cot": lambda x, y, L: f"A gives {x}: {check(x)}. B gives {y}: {check(y)}.",
     }
 
 

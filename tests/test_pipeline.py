@@ -74,3 +74,18 @@ def test_rerun_skips_finished_stages_and_force_redoes_them(pipeline):
     assert "[mdpo] finished in" in proc.stdout and "[eval] finished in" in proc.stdout
     assert "[sft]" not in proc.stdout
     assert os.path.getmtime(weights) > before
+
+
+def test_study_table_mean_and_std_by_hand():
+    from run_pipeline import study_table
+
+    def res(acc, a, s):
+        return {"n": 10, "accuracy": acc, "categories": {"arithmetic": {"accuracy": a}, "safety": {"accuracy": s}}}
+
+    per_seed = [{"SFT judge": res(0.5, 0.4, 0.6), "GFRIEND (M-DPO)": res(0.7, 0.6, 0.8)},
+                {"SFT judge": res(0.6, 0.5, 0.7), "GFRIEND (M-DPO)": res(0.9, 0.8, 1.0)}]
+    table = study_table(per_seed, [0, 1], "test")
+    # mean of 50 and 60 is 55, sample std is 7.07
+    assert "| SFT judge | 55.0 ± 7.1 | 45.0 ± 7.1 | 65.0 ± 7.1 |" in table
+    assert "| GFRIEND (M-DPO) | 80.0 ± 14.1 | 70.0 ± 14.1 | 90.0 ± 14.1 |" in table
+    assert "seeds 0, 1" in table

@@ -1,0 +1,64 @@
+import json
+import os
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from data.synthetic import build
+from data.templates import TEMPLATES, format_response, judge_prompt, render_judge_prompt
+from generate.parsing import parse_verdict
+from models.tiny import build_tiny
+
+
+def _read(path):
+    with open(path) as f:
+        return [json.loads(l) for l in f]
+
+
+def test_synthetic_splits_are_seeded_disjoint_and_labelled(tmp_path):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    build(str(a), seed=3, n_sft=200, n_prefs=60, n_val=20, n_test=60)
+    build(str(b), seed=3, n_sft=200, n_prefs=60, n_val=20, n_test=60)
+    build(str(c), seed=4, n_sft=200, n_prefs=60, n_val=20, n_test=60)
+    for name in ("sft", "prefs", "val", "test"):
+        assert (a / f"{name}.jsonl").read_bytes() == (b / f"{name}.jsonl").read_bytes()
+    assert (a / "test.jsonl").read_bytes() != (c / "test.jsonl").read_bytes()
+    questions = {name: {r["question"] for r in _read(a / f"{name}.jsonl")} for name in ("sft", "prefs", "val", "test")}
+    names = list(questions)
+    for i, x in enumerate(names):
+        for y in names[i + 1:]:
+            assert not questions[x] & questions[y], (x, y)
+    prefs = _read(a / "prefs.jsonl")
+    assert len({p["id"] for p in prefs}) == 60
+    assert {p["category"] for p in prefs} == {"arithmetic", "instruction", "safety"}
+    for row in _read(a / "sft.jsonl"):  # every chain of thought supports its verdict's answer
+        response = format_response(row["chain_of_thought"], row["verdict"])
+        assert parse_verdict(response) == row["verdict"]
+        if row["category"] != "safety":  # "... A <check>, right. B <check>, wrong." style
+            part_a, part_b = row["chain_of_thought"].split(". B ")
+            good, bad = (part_a, part_b) if row["verdict"] == "A" else (part_b, part_a)
+            assert "right" in good and "wrong" not in good and "wrong" in bad
+
+
+def test_tiny_model_is_small_deterministic_and_reloads(tmp_path):
+    n1 = build_tiny(str(tmp_path / "m1"), seed=5)
+    build_tiny(str(tmp_path / "m2"), seed=5)
+    build_tiny(str(tmp_path / "m3"), seed=6)
+    assert 0.5e6 < n1 < 1.5e6
+    m1, m2, m3 = (AutoModelForCausalLM.from_pretrained(str(tmp_path / m)) for m in ("m1", "m2", "m3"))
+    assert torch.equal(m1.lm_head.weight, m2.lm_head.weight)
+    assert not torch.equal(m1.lm_head.weight, m3.lm_head.weight)
+    assert (tmp_path / "m1" / "tokenizer.json").read_bytes() == (tmp_path / "m2" / "tokenizer.json").read_bytes()
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "m1"))
+    assert tok.pad_token_id != tok.eos_token_id
+    prompt = judge_prompt(tok, "compare", "What is 12 + 30?", "42", "43")
+    assert prompt.startswith("<|user|>\n") and prompt.endswith("<|assistant|>\n")
+    assert tok.decode(tok(prompt)["input_ids"]) == prompt  # byte-level: lossless round trip
+    digits = tok.convert_ids_to_tokens(tok("12345", add_special_tokens=False)["input_ids"])
+    assert digits == ["1", "2", "3", "4", "5"]  # one token per digit, so arithmetic is learnable
+
+
+def test_templates_render_all_fields():
+    for tid in TEMPLATES:
+        text = render_judge_prompt(tid, "QQ", "AA", "BB")
+        assert text.index("QQ") < text.index("AA") < text.index("BB")
