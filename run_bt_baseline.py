@@ -15,8 +15,9 @@ from transformers import AutoModelForSequenceClassification, TrainingArguments
 from data.schemas import load_prefs
 from data.templates import scalar_rm_text
 from models.bt_trainer import BTCollator, BTTrainer, encode_bt
-from models.loading import ModelArguments, load_model_and_tokenizer, save_for_inference
-from utils.config import parse_args, run_main, save_resolved_config
+from models.loading import ModelArguments, load_model_and_tokenizer
+from models.training import train_and_save
+from utils.config import parse_args, run_main
 from utils.io import DataError
 from utils.logging import get_logger
 
@@ -52,19 +53,7 @@ def main(argv=None) -> None:
     log.info("BT reward model on %d pairs", len(dataset))
     trainer = BTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                         data_collator=BTCollator(tokenizer.pad_token_id))
-    result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    trainer.log_metrics("train", result.metrics)
-    if model_args.use_peft:
-        if trainer.is_world_process_zero():
-            save_for_inference(trainer.model, tokenizer, args.output_dir)
-    else:
-        trainer.save_model(args.output_dir)
-        if trainer.is_world_process_zero():
-            tokenizer.save_pretrained(args.output_dir)
-    if trainer.is_world_process_zero():
-        trainer.save_state()
-        save_resolved_config(args.output_dir, model_args, data_args, args)
-        log.info("saved the BT reward model to %s", args.output_dir)
+    train_and_save(trainer, tokenizer, model_args, (model_args, data_args, args), log)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from data.schemas import load_pairs
-from models.loading import ModelArguments, load_model_and_tokenizer, save_for_inference
+from models.loading import ModelArguments, load_model_and_tokenizer
+from models.training import train_and_save
 from models.losses import weights_for_pairs
 from models.m_dpo_trainer import MDPOConfig, MDPOTrainer, PairCollator, encode_pair
-from utils.config import parse_args, run_main, save_resolved_config
+from utils.config import parse_args, run_main
 from utils.io import DataError
 from utils.logging import get_logger
 
@@ -67,19 +68,7 @@ def main(argv=None) -> None:
     log.info("M-DPO on %d pairs (weighting=%s, alpha=%s, beta=%s)", len(dataset), args.weighting, args.alpha, args.beta)
     trainer = MDPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                           data_collator=PairCollator(tokenizer.pad_token_id), ref_model=ref_model)
-    result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    trainer.log_metrics("train", result.metrics)
-    if model_args.use_peft:
-        if trainer.is_world_process_zero():
-            save_for_inference(trainer.model, tokenizer, args.output_dir)
-    else:
-        trainer.save_model(args.output_dir)
-        if trainer.is_world_process_zero():
-            tokenizer.save_pretrained(args.output_dir)
-    if trainer.is_world_process_zero():
-        trainer.save_state()
-        save_resolved_config(args.output_dir, model_args, script_args, args)
-        log.info("saved the M-DPO judge to %s", args.output_dir)
+    train_and_save(trainer, tokenizer, model_args, (model_args, script_args, args), log)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ with the judge templates into prompt X and response E + "Verdict: Y", or the pla
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from transformers import Trainer, TrainingArguments
@@ -16,8 +15,9 @@ from transformers import Trainer, TrainingArguments
 from data.collate import PromptResponseCollator, encode_prompt_response
 from data.schemas import load_sft
 from data.templates import apply_chat, format_response, judge_prompt, template_ids
-from models.loading import ModelArguments, load_model_and_tokenizer, save_for_inference
-from utils.config import parse_args, run_main, save_resolved_config
+from models.loading import ModelArguments, load_model_and_tokenizer
+from models.training import train_and_save
+from utils.config import parse_args, run_main
 from utils.io import DataError
 from utils.logging import get_logger
 from utils.seed import derive_seed
@@ -75,24 +75,7 @@ def main(argv=None) -> None:
     log.info("SFT on %d rows from %s", len(dataset), data_args.train_file)
     trainer = Trainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                       data_collator=PromptResponseCollator(tokenizer.pad_token_id))
-    last_ckpt = args.resume_from_checkpoint
-    if last_ckpt == "auto":  # resume from the newest checkpoint in output_dir, if any
-        from transformers.trainer_utils import get_last_checkpoint
-
-        last_ckpt = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
-    result = trainer.train(resume_from_checkpoint=last_ckpt)
-    trainer.log_metrics("train", result.metrics)
-    if model_args.use_peft:
-        if trainer.is_world_process_zero():
-            save_for_inference(trainer.model, tokenizer, args.output_dir)
-    else:
-        trainer.save_model(args.output_dir)
-        if trainer.is_world_process_zero():
-            tokenizer.save_pretrained(args.output_dir)
-    if trainer.is_world_process_zero():
-        trainer.save_state()
-        save_resolved_config(args.output_dir, model_args, data_args, args)  # written last: marks completion
-        log.info("saved the SFT judge to %s", args.output_dir)
+    train_and_save(trainer, tokenizer, model_args, (model_args, data_args, args), log)
 
 
 if __name__ == "__main__":
