@@ -139,7 +139,7 @@ class Pipeline:
 
     def summary(self, stage: str) -> str:
         p = self.paths[stage]
-        if stage in ("sft", "mdpo", "bt"):
+        if stage in ("sft", "mdpo", "dpo", "label_mdpo", "bt"):
             with open(os.path.join(p, "trainer_state.json"), encoding="utf-8") as f:
                 history = json.load(f)["log_history"]
             logs = [h for h in history if "loss" in h]

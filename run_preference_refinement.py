@@ -61,8 +61,9 @@ class RefinementArguments:
     scoring_batch_size: int = field(default=64)
     seed: int = field(default=0)
 
-    # Fields that may change between a stopped run and its continuation.
-    RESUMABLE = ("max_items", "generation_batch_size", "scoring_batch_size")
+    # The one field that may change between a stopped run and its continuation. Batch sizes may
+    # not: they decide which rows share a random stream and a padded forward.
+    RESUMABLE = ("max_items",)
 
 
 def samples_per_temperature(k: int, temperatures: list[float]) -> list[int]:
