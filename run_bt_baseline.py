@@ -20,6 +20,7 @@ from models.training import train_and_save
 from utils.config import parse_args, run_main
 from utils.io import DataError
 from utils.logging import get_logger
+from utils.seed import set_seed
 
 log = get_logger("run_bt")
 
@@ -46,6 +47,7 @@ def main(argv=None) -> None:
         if not value:
             raise DataError(f"--{name} is required (flag or config)")
     rows = load_prefs(data_args.train_file)
+    set_seed(args.seed)  # before loading: new heads and LoRA weights are initialised randomly
     model, tokenizer = load_model_and_tokenizer(model_args, AutoModelForSequenceClassification, "SEQ_CLS",
                                                 num_labels=1)
     dataset = [encode_bt(tokenizer, scalar_rm_text(tokenizer, r["question"], r["answer_pos"]),

@@ -20,6 +20,7 @@ from models.m_dpo_trainer import MDPOConfig, MDPOTrainer, PairCollator, encode_p
 from utils.config import parse_args, run_main
 from utils.io import DataError
 from utils.logging import get_logger
+from utils.seed import set_seed
 
 log = get_logger("run_m_dpo")
 
@@ -55,6 +56,7 @@ def main(argv=None) -> None:
         raise DataError(f"--weighting must be levels, scores or none, got {args.weighting!r}")
     pairs = load_pairs(script_args.pairs_file)
     check_pairs(pairs, script_args.pairs_file, args.weighting)
+    set_seed(args.seed)  # before loading: new heads and LoRA weights are initialised randomly
     model, tokenizer = load_model_and_tokenizer(model_args)
     if args.gradient_checkpointing:
         model.config.use_cache = False

@@ -20,7 +20,7 @@ from models.training import train_and_save
 from utils.config import parse_args, run_main
 from utils.io import DataError
 from utils.logging import get_logger
-from utils.seed import derive_seed
+from utils.seed import derive_seed, set_seed
 
 log = get_logger("run_sft")
 
@@ -68,6 +68,7 @@ def main(argv=None) -> None:
         if not value:
             raise DataError(f"--{name} is required (flag or config)")
     rows = load_sft(data_args.train_file)  # validate all input before anything is written
+    set_seed(args.seed)  # before loading: new heads and LoRA weights are initialised randomly
     model, tokenizer = load_model_and_tokenizer(model_args)
     if args.gradient_checkpointing:
         model.config.use_cache = False
