@@ -95,9 +95,10 @@ def test_loss_matches_trl_dpo_trainer(tiny_model_dir, tmp_path):
     ours = MDPOTrainer(model=model, args=args, train_dataset=dataset(pairs, tok, args),
                        data_collator=PairCollator(tok.pad_token_id), ref_model=copy.deepcopy(model))
     # Move the policy away from the reference so the loss is not just log 2.
+    torch.manual_seed(0)
     with torch.no_grad():
         for p in model.parameters():
-            p.add_(0.02 * torch.randn_like(p))
+            p.add_(0.1 * torch.randn_like(p))
     our_loss = full_batch_loss(ours, 8)
 
     trl_args = trl.DPOConfig(output_dir=str(tmp_path / "trl"), beta=0.1, per_device_train_batch_size=8,
@@ -109,7 +110,8 @@ def test_loss_matches_trl_dpo_trainer(tiny_model_dir, tmp_path):
     with torch.no_grad():
         trl_loss = theirs.compute_loss(model, batch).item()
     assert our_loss == pytest.approx(trl_loss, abs=1e-4)
-    assert abs(our_loss - 0.6931) > 1e-3
+    import math
+    assert abs(our_loss - math.log(2)) > 1e-2
 
 
 def test_precomputed_and_live_reference_agree(tiny_model_dir, tmp_path):
