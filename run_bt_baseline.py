@@ -17,8 +17,7 @@ from data.templates import scalar_rm_text
 from models.bt_trainer import BTCollator, BTTrainer, encode_bt
 from models.loading import ModelArguments, load_model_and_tokenizer
 from models.training import train_and_save
-from utils.config import parse_args, run_main
-from utils.io import DataError
+from utils.config import parse_args, require, run_main
 from utils.logging import get_logger
 from utils.seed import set_seed
 
@@ -42,10 +41,8 @@ class BTConfig(TrainingArguments):
 
 def main(argv=None) -> None:
     model_args, data_args, args = parse_args((ModelArguments, BTDataArguments, BTConfig), argv)
-    for name, value in (("model_name_or_path", model_args.model_name_or_path), ("train_file", data_args.train_file),
-                        ("output_dir", args.output_dir)):
-        if not value:
-            raise DataError(f"--{name} is required (flag or config)")
+    require(model_name_or_path=model_args.model_name_or_path, train_file=data_args.train_file,
+            output_dir=args.output_dir)
     rows = load_prefs(data_args.train_file)
     set_seed(args.seed)  # before loading: new heads and LoRA weights are initialised randomly
     model, tokenizer = load_model_and_tokenizer(model_args, AutoModelForSequenceClassification, "SEQ_CLS",

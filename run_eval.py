@@ -24,7 +24,7 @@ from data.templates import judge_prompt_groups, scalar_rm_text, template_ids
 from generate.parsing import parse_verdict
 from generate.sampling import HFSampler
 from models.loading import ModelArguments, load_model_and_tokenizer
-from utils.config import parse_args, run_main
+from utils.config import parse_args, require, run_main
 from utils.io import DataError, write_json
 from utils.logging import get_logger
 
@@ -133,8 +133,8 @@ def markdown_table(results: dict) -> str:
 
 def main(argv=None) -> None:
     model_args, args = parse_args((ModelArguments, EvalArguments), argv)
-    if not model_args.model_name_or_path or not args.eval_files or not args.output_file:
-        raise DataError("--model_name_or_path, --eval_files and --output_file are required")
+    require(model_name_or_path=model_args.model_name_or_path, eval_files=args.eval_files,
+            output_file=args.output_file)
     if args.model_type not in ("generative", "scalar"):
         raise DataError(f"--model_type must be generative or scalar, got {args.model_type!r}")
     data = {path: load_prefs(path)[: args.max_items] for path in args.eval_files}  # validate all first

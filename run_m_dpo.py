@@ -17,7 +17,7 @@ from models.loading import ModelArguments, load_model_and_tokenizer
 from models.training import train_and_save
 from models.losses import weights_for_pairs
 from models.m_dpo_trainer import MDPOConfig, MDPOTrainer, PairCollator, encode_pair
-from utils.config import parse_args, run_main
+from utils.config import parse_args, require, run_main
 from utils.io import DataError
 from utils.logging import get_logger
 from utils.seed import set_seed
@@ -48,10 +48,8 @@ def check_pairs(pairs: list[dict], path: str, weighting: str) -> None:
 
 def main(argv=None) -> None:
     model_args, script_args, args = parse_args((ModelArguments, MDPOScriptArguments, MDPOConfig), argv)
-    for name, value in (("model_name_or_path", model_args.model_name_or_path),
-                        ("pairs_file", script_args.pairs_file), ("output_dir", args.output_dir)):
-        if not value:
-            raise DataError(f"--{name} is required (flag or config)")
+    require(model_name_or_path=model_args.model_name_or_path, pairs_file=script_args.pairs_file,
+            output_dir=args.output_dir)
     if args.weighting not in ("levels", "scores", "none"):
         raise DataError(f"--weighting must be levels, scores or none, got {args.weighting!r}")
     pairs = load_pairs(script_args.pairs_file)

@@ -32,7 +32,7 @@ from generate.parsing import parse_verdict
 from generate.perplexity import ppl_score, response_perplexities
 from generate.sampling import HFSampler
 from models.loading import ModelArguments, load_model_and_tokenizer
-from utils.config import parse_args, run_main
+from utils.config import parse_args, require, run_main
 from utils.io import DataError, append_jsonl, read_jsonl_tolerant, write_json, write_jsonl
 from utils.logging import get_logger
 from utils.seed import derive_seed, set_seed
@@ -153,9 +153,7 @@ def finalize(records: list[dict], args: RefinementArguments) -> tuple[list[dict]
 
 def main(argv=None) -> None:
     model_args, args = parse_args((ModelArguments, RefinementArguments), argv)
-    for name in ("model_name_or_path", "pref_file", "output_dir"):
-        if not (getattr(model_args, name, None) or getattr(args, name, None)):
-            raise DataError(f"--{name} is required (flag or config)")
+    require(model_name_or_path=model_args.model_name_or_path, pref_file=args.pref_file, output_dir=args.output_dir)
     if args.orders not in ORDERS:
         raise DataError(f"--orders must be one of {', '.join(ORDERS)}, got {args.orders!r}")
     templates = template_ids(args.templates)

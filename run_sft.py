@@ -17,8 +17,7 @@ from data.schemas import load_sft
 from data.templates import apply_chat, format_response, judge_prompt, template_ids
 from models.loading import ModelArguments, load_model_and_tokenizer
 from models.training import train_and_save
-from utils.config import parse_args, run_main
-from utils.io import DataError
+from utils.config import parse_args, require, run_main
 from utils.logging import get_logger
 from utils.seed import derive_seed, set_seed
 
@@ -63,10 +62,8 @@ def build_dataset(rows: list[dict], tokenizer, data_args: SFTDataArguments) -> l
 
 def main(argv=None) -> None:
     model_args, data_args, args = parse_args((ModelArguments, SFTDataArguments, SFTConfig), argv)
-    for name, value in (("model_name_or_path", model_args.model_name_or_path), ("train_file", data_args.train_file),
-                        ("output_dir", args.output_dir)):
-        if not value:
-            raise DataError(f"--{name} is required (flag or config)")
+    require(model_name_or_path=model_args.model_name_or_path, train_file=data_args.train_file,
+            output_dir=args.output_dir)
     rows = load_sft(data_args.train_file)  # validate all input before anything is written
     set_seed(args.seed)  # before loading: new heads and LoRA weights are initialised randomly
     model, tokenizer = load_model_and_tokenizer(model_args)

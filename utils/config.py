@@ -60,6 +60,13 @@ def parse_args(dataclass_types: Sequence[type], args: Sequence[str] | None = Non
     return parser.parse_args_into_dataclasses(args=args, look_for_args_file=False)
 
 
+def require(**values) -> None:
+    """Fail with one line naming the first required setting that neither a flag nor the config gave."""
+    for name, value in values.items():
+        if value is None or value == "" or value == []:
+            raise DataError(f"--{name} is required (flag or config)")
+
+
 def save_resolved_config(output_dir: str, *configs, name: str = "run_config.yaml") -> str:
     """Write every field of every dataclass, so a run can be repeated exactly."""
     merged: dict[str, Any] = {}
