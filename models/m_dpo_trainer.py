@@ -33,6 +33,8 @@ class MDPOConfig(TrainingArguments):
     max_length: int = field(default=512)
     max_prompt_length: int = field(default=None)
     precompute_ref_log_probs: bool = field(default=True)
+    rpo_alpha: float = field(default=None, metadata={"help": "Add rpo_alpha * NLL of the chosen responses "
+                                                             "(per token), as TRL's rpo_alpha; off by default."})
     report_to: str = field(default="none")
     logging_steps: float = field(default=10)
     save_strategy: str = field(default="no")
@@ -119,11 +121,15 @@ class MDPOTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         n = inputs["weights"].shape[0]
-        logps, _ = forward_logps(model, inputs)
+        logps, n_tokens = forward_logps(model, inputs)
         ref = self.reference_logps(model, inputs).to(logps.dtype)
         loss, chosen_rewards, rejected_rewards = m_dpo_loss(
             logps[:n], logps[n:], ref[:n], ref[n:], inputs["weights"], self.args.beta
         )
+        if self.args.rpo_alpha:
+            nll = -logps[:n].sum() / n_tokens[:n].sum().clamp(min=1)
+            self._metrics["nll_loss" if model.training else "eval_nll_loss"].append(nll.item())
+            loss = loss + self.args.rpo_alpha * nll
         self._record(chosen_rewards, rejected_rewards, logps[:n].detach(), logps[n:].detach(), inputs["weights"])
         return (loss, {"chosen_rewards": chosen_rewards, "rejected_rewards": rejected_rewards}) if return_outputs else loss
 
