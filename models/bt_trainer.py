@@ -5,13 +5,12 @@ A sequence-classification head with one output scores question + answer; the los
 """
 from __future__ import annotations
 
-from collections import defaultdict
-
 import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
 from data.collate import pad
+from models.trainer_metrics import AveragedMetricsMixin
 
 
 class BTCollator:
@@ -32,24 +31,11 @@ def bt_loss(rewards_pos: torch.Tensor, rewards_neg: torch.Tensor) -> torch.Tenso
     return -F.logsigmoid(rewards_pos - rewards_neg).mean()
 
 
-class BTTrainer(Trainer):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._metrics = defaultdict(list)
-
+class BTTrainer(AveragedMetricsMixin, Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         rewards = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits[:, 0].float()
         n = rewards.shape[0] // 2
         loss = bt_loss(rewards[:n], rewards[n:])
-        acc = self.accelerator.gather_for_metrics((rewards[:n] > rewards[n:]).float().detach())
-        margin = self.accelerator.gather_for_metrics((rewards[:n] - rewards[n:]).detach())
-        self._metrics["rewards/accuracies"].append(acc.mean().item())
-        self._metrics["rewards/margins"].append(margin.mean().item())
+        self.record_metrics({"rewards/accuracies": (rewards[:n] > rewards[n:]).float(),
+                             "rewards/margins": rewards[:n] - rewards[n:]})
         return (loss, {"rewards": rewards}) if return_outputs else loss
-
-    def log(self, logs, *args, **kwargs):
-        for k, v in list(self._metrics.items()):
-            if v and not any(key.startswith("eval_") for key in logs):
-                logs[k] = round(sum(v) / len(v), 6)
-                self._metrics[k] = []
-        super().log(logs, *args, **kwargs)

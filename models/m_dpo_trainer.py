@@ -9,7 +9,6 @@ the policy with its adapters switched off).
 from __future__ import annotations
 
 import contextlib
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import torch
@@ -19,6 +18,7 @@ from transformers import Trainer, TrainingArguments
 from data.collate import encode_prompt_response, pad
 from models.logprobs import forward_logps
 from models.losses import m_dpo_loss
+from models.trainer_metrics import AveragedMetricsMixin
 
 
 @dataclass
@@ -70,11 +70,10 @@ class PairCollator:
         return batch
 
 
-class MDPOTrainer(Trainer):
+class MDPOTrainer(AveragedMetricsMixin, Trainer):
     def __init__(self, *args, ref_model=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.ref_model = ref_model
-        self._metrics: dict[str, list[float]] = defaultdict(list)
         is_peft = hasattr(self.model, "disable_adapter")
         if self.args.precompute_ref_log_probs:
             self.precompute_reference(ref_model if ref_model is not None else self.model)
@@ -128,29 +127,15 @@ class MDPOTrainer(Trainer):
         )
         if self.args.rpo_alpha:
             nll = -logps[:n].sum() / n_tokens[:n].sum().clamp(min=1)
-            self._metrics["nll_loss" if model.training else "eval_nll_loss"].append(nll.item())
+            self.record_metrics({"nll_loss": nll})
             loss = loss + self.args.rpo_alpha * nll
         self._record(chosen_rewards, rejected_rewards, logps[:n].detach(), logps[n:].detach(), inputs["weights"])
         return (loss, {"chosen_rewards": chosen_rewards, "rejected_rewards": rejected_rewards}) if return_outputs else loss
 
     def _record(self, chosen_rewards, rejected_rewards, chosen_logps, rejected_logps, weights) -> None:
-        gather = self.accelerator.gather_for_metrics
-        mode = "train" if self.model.training else "eval"
-        prefix = "" if mode == "train" else "eval_"
-        values = {
+        self.record_metrics({
             "rewards/chosen": chosen_rewards, "rewards/rejected": rejected_rewards,
             "rewards/accuracies": (chosen_rewards > rejected_rewards).float(),
             "rewards/margins": chosen_rewards - rejected_rewards,
-            "logps/chosen": chosen_logps, "logps/rejected": rejected_logps, "weights/mean": weights.float(),
-        }
-        for k, v in values.items():
-            self._metrics[prefix + k].append(gather(v).float().mean().item())
-
-    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
-        """Average the M-DPO metrics collected since the last log into this log line."""
-        eval_only = any(k.startswith("eval_") for k in logs)
-        for k in list(self._metrics):
-            if k.startswith("eval_") == eval_only and self._metrics[k]:
-                logs[k] = round(sum(self._metrics[k]) / len(self._metrics[k]), 6)
-                del self._metrics[k]
-        super().log(logs, *args, **kwargs)
+            "logps/chosen": chosen_logps, "logps/rejected": rejected_logps, "weights/mean": weights,
+        })
