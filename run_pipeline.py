@@ -97,12 +97,8 @@ class Pipeline:
             return [py, "run_preference_refinement.py", "--config", a.refine_config, "--model_name_or_path", p["sft"],
                     "--pref_file", self.data("prefs.jsonl"), "--output_dir", p["refine"], "--seed", str(a.seed),
                     *shlex.split(a.refine_args)]
-        if stage == "mdpo":
-            return [py, "run_m_dpo.py", "--config", a.mdpo_config, "--model_name_or_path", p["sft"],
-                    "--pairs_file", os.path.join(p["refine"], "pairs.jsonl"), "--output_dir", p["mdpo"],
-                    "--seed", str(a.seed), *shlex.split(a.mdpo_args)]
-        if stage in ("dpo", "label_mdpo"):
-            pairs = os.path.join(p["refine" if stage == "dpo" else "label_pairs"], "pairs.jsonl")
+        if stage in ("mdpo", "dpo", "label_mdpo"):  # the same trainer on refined or label pairs
+            pairs = os.path.join(p["label_pairs" if stage == "label_mdpo" else "refine"], "pairs.jsonl")
             weighting = ["--weighting", "none"] if stage == "dpo" else []
             return [py, "run_m_dpo.py", "--config", a.mdpo_config, "--model_name_or_path", p["sft"],
                     "--pairs_file", pairs, "--output_dir", p[stage], "--seed", str(a.seed),
@@ -129,9 +125,7 @@ class Pipeline:
             out = os.path.join(self.paths["eval"], f"{key}.json")
             run([sys.executable, "run_eval.py", "--model_name_or_path", path, "--model_type", kind,
                  "--eval_files", eval_file, "--output_file", out, *shlex.split(self.a.eval_args)])
-            with open(out, encoding="utf-8") as f:
-                res = next(iter(json.load(f)["results"].values()))
-            rows.append((name, res))
+            rows.append((name, read_result(out)))
         table = results_table(rows, f"{self.a.eval_split}, n={rows[0][1]['n']}")
         with open(os.path.join(self.paths["eval"], "table.md"), "w", encoding="utf-8") as f:
             f.write(table + "\n")
@@ -164,8 +158,8 @@ class Pipeline:
             return self.run_seeds()
         forced = self.a.force
         for stage in self.stages:
-            if stage in ("tiny",) and self.a.base_model or stage == "data" and self.a.data_dir:
-                continue
+            if (stage == "tiny" and self.a.base_model) or (stage == "data" and self.a.data_dir):
+                continue  # the user supplied this stage's output
             if not forced and self.done(stage):
                 print(f"[{stage}] done already, skipped ({self.paths[stage]})", flush=True)
                 continue
@@ -182,7 +176,6 @@ class Pipeline:
             with open(table, encoding="utf-8") as f:
                 print("\nResults\n" + f.read(), flush=True)
 
-
     def run_seeds(self) -> None:
         """One full run per seed (same settings), then accuracy mean +- std per judge."""
         seeds = [int(x) for x in self.a.seeds.split(",")]
@@ -193,11 +186,8 @@ class Pipeline:
                                      "output_dir": os.path.join(self.a.output_dir, f"seed{seed}")})
             sub = Pipeline(a)
             sub.run()
-            results = {}
-            for key, name, _, _ in sub.judges():
-                with open(os.path.join(sub.paths["eval"], f"{key}.json"), encoding="utf-8") as f:
-                    results[name] = next(iter(json.load(f)["results"].values()))
-            per_seed.append(results)
+            per_seed.append({name: read_result(os.path.join(sub.paths["eval"], f"{key}.json"))
+                             for key, name, _, _ in sub.judges()})
         table = study_table(per_seed, seeds, self.a.eval_split)
         out = self.a.study_table or os.path.join(self.a.output_dir, "table.md")
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -206,6 +196,12 @@ class Pipeline:
         if self.a.study_figure:
             study_figure(per_seed, self.a.study_figure)
         print("\n" + table, flush=True)
+
+
+def read_result(path: str) -> dict:
+    """The summary of the one eval file in a run_eval.py results.json."""
+    with open(path, encoding="utf-8") as f:
+        return next(iter(json.load(f)["results"].values()))
 
 
 def results_table(rows: list[tuple[str, dict]], label: str) -> str:
