@@ -8,15 +8,20 @@ majority vote); accuracy counts each order half, unreadable verdicts are wrong a
 `consistency` is the share of items whose two verdicts pick the same answer. Scalar: correct when
 r(pos) > r(neg); ties are wrong. Results per file, per category, and RewardBench sections when
 the categories are RewardBench subsets. results.json also holds every prompt, response and verdict.
+
+Pairs are judged in fixed chunks, each with its own seed. Under `accelerate launch` the chunks are
+dealt to the processes and process 0 writes results.json, the same whatever the number of
+processes; finished chunks are logged under `<output_file>.parts/`, so a stopped run resumes.
 """
 from __future__ import annotations
 
 import os
+import shutil
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
-from tqdm.auto import tqdm
+from accelerate import PartialState
 
 from data.rewardbench import is_rewardbench, section_scores
 from data.schemas import load_prefs
@@ -27,6 +32,8 @@ from models.loading import ModelArguments, load_model_and_tokenizer
 from utils.config import parse_args, require, run_main
 from utils.io import DataError, write_json
 from utils.logging import get_logger
+from utils.seed import derive_seed
+from utils.sharding import ChunkedRun, check_fingerprint
 
 log = get_logger("run_eval")
 
@@ -43,6 +50,7 @@ class EvalArguments:
     max_new_tokens: int = field(default=256)
     max_length: int = field(default=1024, metadata={"help": "Scalar RM input truncation."})
     max_items: int = field(default=None, metadata={"help": "Evaluate only the first N pairs of each file."})
+    items_per_chunk: int = field(default=64, metadata={"help": "Unit of seeding, sharding and resuming."})
     seed: int = field(default=0)
 
 
@@ -54,16 +62,13 @@ def majority(verdicts: list[str | None]) -> str | None:
     return None if rest and rest[0][1] == n else top
 
 
-def judge_generative(rows, model, tokenizer, args: EvalArguments) -> list[dict]:
+def judge_generative(rows, model, tokenizer, args: EvalArguments, seed: int) -> list[dict]:
     (tid,) = template_ids(args.template)
     sampler = HFSampler(model, tokenizer, batch_size=args.batch_size)
     groups = [g for r in rows for g in judge_prompt_groups(tokenizer, r, [tid])]
     greedy = args.num_samples == 1
-    outs = []
-    step = max(1, args.batch_size * 4 // args.num_samples)
-    for i in tqdm(range(0, len(groups), step), desc="judging", unit="batch"):
-        outs += sampler.generate([g["prompt"] for g in groups[i : i + step]], args.num_samples,
-                                 0.0 if greedy else args.temperature, args.max_new_tokens, seed=args.seed + i)
+    outs = sampler.generate([g["prompt"] for g in groups], args.num_samples,
+                            0.0 if greedy else args.temperature, args.max_new_tokens, seed=seed)
     records = []
     for k, r in enumerate(rows):
         orders = []
@@ -73,10 +78,10 @@ def judge_generative(rows, model, tokenizer, args: EvalArguments) -> list[dict]:
             orders.append({"pos_slot": g["pos_slot"], "prompt": g["prompt"], "responses": responses,
                            "verdicts": verdicts, "verdict": verdict, "correct": verdict == g["pos_slot"]})
         picks = [None if o["verdict"] is None else o["verdict"] == o["pos_slot"] for o in orders]
-        records.append({"id": r["id"], "category": r.get("category"), "orders": orders,
-                         "correct": sum(o["correct"] for o in orders) / 2,
-                         "consistent": picks[0] is not None and picks[0] == picks[1],
-                         "parse_failures": sum(o["verdict"] is None for o in orders)})
+        records.append({"index": r["_index"], "id": r["id"], "category": r.get("category"), "orders": orders,
+                        "correct": sum(o["correct"] for o in orders) / 2,
+                        "consistent": picks[0] is not None and picks[0] == picks[1],
+                        "parse_failures": sum(o["verdict"] is None for o in orders)})
     return records
 
 
@@ -92,10 +97,10 @@ def scalar_rewards(model, tokenizer, texts: list[str], batch_size: int, max_leng
     return rewards
 
 
-def judge_scalar(rows, model, tokenizer, args: EvalArguments) -> list[dict]:
+def judge_scalar(rows, model, tokenizer, args: EvalArguments, seed: int = 0) -> list[dict]:
     texts = [scalar_rm_text(tokenizer, r["question"], a) for r in rows for a in (r["answer_pos"], r["answer_neg"])]
     rewards = scalar_rewards(model, tokenizer, texts, args.batch_size, args.max_length)
-    return [{"id": r["id"], "category": r.get("category"), "reward_pos": rewards[2 * k],
+    return [{"index": r["_index"], "id": r["id"], "category": r.get("category"), "reward_pos": rewards[2 * k],
              "reward_neg": rewards[2 * k + 1], "correct": float(rewards[2 * k] > rewards[2 * k + 1])}
             for k, r in enumerate(rows)]
 
@@ -138,6 +143,15 @@ def main(argv=None) -> None:
     if args.model_type not in ("generative", "scalar"):
         raise DataError(f"--model_type must be generative or scalar, got {args.model_type!r}")
     data = {path: load_prefs(path)[: args.max_items] for path in args.eval_files}  # validate all first
+    # One process, or one of several under `accelerate launch` / torchrun, each judging its chunks.
+    state = PartialState(cpu=not torch.cuda.is_available())
+    work_dir = args.output_file + ".parts"  # per-process logs of finished chunks, for resuming
+    if state.is_main_process:
+        os.makedirs(work_dir, exist_ok=True)
+        fingerprint = {k: v for k, v in asdict(args).items() if k not in ("output_file", "max_items")}
+        check_fingerprint(os.path.join(work_dir, "eval_args.json"),
+                          {**fingerprint, "model_name_or_path": model_args.model_name_or_path})
+    state.wait_for_everyone()
     if args.model_type == "scalar":
         from transformers import AutoModelForSequenceClassification
 
@@ -146,18 +160,25 @@ def main(argv=None) -> None:
         tokenizer.padding_side = "right"
     else:
         model, tokenizer = load_model_and_tokenizer(model_args)
-    if torch.cuda.is_available():
-        model.to("cuda")
+    model.to(state.device)
+    judge = judge_generative if args.model_type == "generative" else judge_scalar
     results, items = {}, {}
     for path, rows in data.items():
         name = os.path.basename(path)
-        if args.model_type == "generative":
-            records = judge_generative(rows, model, tokenizer, args)
-        else:
-            records = judge_scalar(rows, model, tokenizer, args)
-        results[name], items[name] = summarize(records, args.model_type == "generative"), records
+        rows = [{**r, "_index": str(i)} for i, r in enumerate(rows)]
+        size = args.items_per_chunk
+        chunks = [rows[i : i + size] for i in range(0, len(rows), size)]
+        run = ChunkedRun(state, work_dir, os.path.splitext(name)[0], [{r["_index"] for r in ch} for ch in chunks],
+                         item_of=lambda r: r["index"], key_of=lambda r: r["index"])
+        records = run.run(lambda c: judge(chunks[c], model, tokenizer, args, derive_seed(args.seed, c)),
+                          [len(ch) for ch in chunks], desc=f"judging {name}")
+        if records is not None:
+            results[name], items[name] = summarize(records, args.model_type == "generative"), records
+    if not state.is_main_process:
+        return
     write_json(args.output_file, {"model": model_args.model_name_or_path, "model_type": args.model_type,
                                   "results": results, "items": items})
+    shutil.rmtree(work_dir)
     print(markdown_table(results))
 
 

@@ -16,14 +16,11 @@ pairs.jsonl and stats.json are written atomically at the end; stats.json is writ
 """
 from __future__ import annotations
 
-import glob
-import json
 import os
 from dataclasses import asdict, dataclass, field
 
 import torch
 from accelerate import PartialState
-from tqdm.auto import tqdm
 
 from data.schemas import load_prefs
 from data.templates import ORDERS, judge_prompt_groups, template_ids
@@ -33,9 +30,10 @@ from generate.perplexity import ppl_score, response_perplexities
 from generate.sampling import HFSampler
 from models.loading import ModelArguments, load_model_and_tokenizer
 from utils.config import parse_args, require, run_main
-from utils.io import DataError, append_jsonl, read_jsonl_tolerant, write_json, write_jsonl
+from utils.io import DataError, write_json, write_jsonl
 from utils.logging import get_logger
 from utils.seed import derive_seed, set_seed
+from utils.sharding import ChunkedRun, check_fingerprint, remove_shards
 
 log = get_logger("refine")
 
@@ -61,9 +59,10 @@ class RefinementArguments:
     scoring_batch_size: int = field(default=64)
     seed: int = field(default=0)
 
-    # The one field that may change between a stopped run and its continuation. Batch sizes may
-    # not: they decide which rows share a random stream and a padded forward.
-    RESUMABLE = ("max_items",)
+    # Fields that may change between a stopped run and its continuation: they act after sampling
+    # (levels and pairs are rebuilt from the logged samples). Batch sizes may not: they decide
+    # which rows share a random stream and a padded forward.
+    RESUMABLE = ("max_items", "threshold", "drop_unparseable", "max_pairs_per_item")
 
 
 def samples_per_temperature(k: int, temperatures: list[float]) -> list[int]:
@@ -104,41 +103,7 @@ def check_resume(args: RefinementArguments, model_args: ModelArguments) -> None:
     """Refuse to mix samples of runs with different settings in one output_dir."""
     fingerprint = {k: v for k, v in asdict(args).items() if k not in RefinementArguments.RESUMABLE}
     fingerprint["model_name_or_path"] = model_args.model_name_or_path
-    path = os.path.join(args.output_dir, "refine_args.json")
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            old = json.load(f)
-        changed = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
-        if changed:
-            raise DataError(f"{path}: output_dir holds a run with other settings ({', '.join(changed)}); "
-                            "use a new --output_dir or delete it")
-    else:
-        write_json(path, fingerprint)
-
-
-def sample_logs(output_dir: str) -> list[str]:
-    """The append-only logs in output_dir: samples.jsonl and per-process shards."""
-    shards = sorted(glob.glob(os.path.join(output_dir, "samples.rank*.jsonl")))
-    return [os.path.join(output_dir, "samples.jsonl"), *shards]
-
-
-def finished_records(log_paths: list[str], chunks: list[list[dict]]) -> dict[int, list[dict]]:
-    """Records of chunks that are complete in the logs, in the order they were written; partial
-    chunks are redone from scratch. A record found in several logs counts once."""
-    log_records, seen = [], set()
-    for path in log_paths:
-        for r in read_jsonl_tolerant(path):
-            key = (r["item_id"], r["prompt_id"], r["temperature"], r["sample"])
-            if key not in seen:
-                seen.add(key)
-                log_records.append(r)
-    present = {r["item_id"] for r in log_records}
-    done = {}
-    for c, items in enumerate(chunks):
-        ids = {str(it["id"]) for it in items}
-        if ids <= present:
-            done[c] = [r for r in log_records if r["item_id"] in ids]
-    return done
+    check_fingerprint(os.path.join(args.output_dir, "refine_args.json"), fingerprint)
 
 
 def finalize(records: list[dict], args: RefinementArguments) -> tuple[list[dict], list[dict], dict]:
@@ -178,38 +143,16 @@ def main(argv=None) -> None:
     sampler = HFSampler(model, tokenizer, batch_size=args.generation_batch_size, top_p=args.top_p)
     size = args.items_per_chunk
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
-    # Chunks are dealt round-robin to processes; each has its own seed, so the result does not
-    # depend on how many processes there are.
-    mine = [c for c in range(len(chunks)) if c % state.num_processes == state.process_index]
-    done = finished_records(sample_logs(args.output_dir), chunks)
-    state.wait_for_everyone()  # everyone has read the logs before any is rewritten
-    my_log = os.path.join(args.output_dir, "samples.jsonl" if state.num_processes == 1
-                          else f"samples.rank{state.process_index}.jsonl")
-    write_jsonl(my_log, [r for c in mine if c in done for r in done[c]])  # drops partial chunks
-    if done and state.is_main_process:
-        log.info("resuming: %d of %d chunks already sampled", len(done), len(chunks))
-
-    todo = [c for c in mine if c not in done]
-    bar = tqdm(total=sum(len(chunks[c]) for c in mine), unit="item", desc="refine",
-               initial=sum(len(chunks[c]) for c in mine if c in done), disable=not state.is_local_main_process)
-    for c in todo:
-        done[c] = process_chunk(c, chunks[c], sampler, model, tokenizer, args, templates, temperatures)
-        append_jsonl(my_log, done[c])
-        bar.update(len(chunks[c]))
-    bar.close()
-    state.wait_for_everyone()
-    if not state.is_main_process:
+    run = ChunkedRun(state, args.output_dir, "samples", [{str(it["id"]) for it in ch} for ch in chunks],
+                     item_of=lambda r: r["item_id"],
+                     key_of=lambda r: (r["item_id"], r["prompt_id"], r["temperature"], r["sample"]))
+    records = run.run(lambda c: process_chunk(c, chunks[c], sampler, model, tokenizer, args, templates, temperatures),
+                      [len(ch) for ch in chunks], desc="refine")
+    if records is None:  # not process 0: it merges and writes the outputs
         return
-
-    done = finished_records(sample_logs(args.output_dir), chunks)
-    missing = [c for c in range(len(chunks)) if c not in done]
-    if missing:
-        raise RuntimeError(f"chunks {missing[:5]} have no samples after all processes finished")
-    records = [r for c in range(len(chunks)) for r in done[c]]
     records, pairs, stats = finalize(records, args)
     write_jsonl(os.path.join(args.output_dir, "samples.jsonl"), records)
-    for shard in sample_logs(args.output_dir)[1:]:
-        os.remove(shard)
+    remove_shards(args.output_dir, "samples")
     write_jsonl(os.path.join(args.output_dir, "pairs.jsonl"), pairs)
     write_json(os.path.join(args.output_dir, "stats.json"), stats)
     print(summary_line(stats))

@@ -12,8 +12,10 @@ import contextlib
 from dataclasses import dataclass, field
 
 import torch
+from accelerate.utils import gather_object
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainingArguments
+from transformers.integrations import is_deepspeed_zero3_enabled
 
 from data.collate import encode_prompt_response, pad
 from models.logprobs import forward_logps
@@ -70,6 +72,16 @@ class PairCollator:
         return batch
 
 
+def gathered_weights(model):
+    """ZeRO-3 partitions every weight across processes and only its engine gathers them; a plain
+    forward outside the engine (the reference pass) needs them whole for its duration."""
+    if not is_deepspeed_zero3_enabled():
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None)
+
+
 class MDPOTrainer(AveragedMetricsMixin, Trainer):
     def __init__(self, *args, ref_model=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -81,27 +93,37 @@ class MDPOTrainer(AveragedMetricsMixin, Trainer):
         elif ref_model is None and not is_peft:
             raise ValueError("a live reference needs ref_model (or a LoRA policy, whose base model is the reference)")
         elif ref_model is not None:
+            if is_deepspeed_zero3_enabled():
+                raise ValueError("a live reference model is not supported under ZeRO-3 (its weights would stay "
+                                 "partitioned); keep precompute_ref_log_probs=true")
             self.ref_model = self.accelerator.prepare_model(ref_model, evaluation_mode=True)
 
     @torch.no_grad()
     def precompute_reference(self, ref_model) -> None:
-        """Reference log-probs of every pair, stored on the pairs: computed once, before training."""
+        """Reference log-probs of every pair, stored on the pairs: computed once, before training.
+        Each process scores its own share (pairs rank, rank + world, ...) and the shares are gathered,
+        so every process ends with all of them."""
         ref_model.eval()
         device = self.args.device
-        moved = next(ref_model.parameters()).device != device
-        if moved:
+        if next(ref_model.parameters()).device != device:
             ref_model.to(device)
-        loader = DataLoader(self.train_dataset, batch_size=self.args.per_device_eval_batch_size,
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        share = [self.train_dataset[i] for i in range(rank, len(self.train_dataset), world)]
+        loader = DataLoader(share, batch_size=self.args.per_device_eval_batch_size,
                             collate_fn=self.data_collator, shuffle=False)
-        chosen, rejected = [], []
-        for batch in loader:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            with self.autocast_context():
-                logps, _ = forward_logps(ref_model, batch)
-            n = batch["weights"].shape[0]
-            chosen += logps[:n].tolist()
-            rejected += logps[n:].tolist()
-        for ex, c, r in zip(self.train_dataset, chosen, rejected):
+        logps_by_row = []
+        with gathered_weights(ref_model):
+            for batch in loader:
+                batch = {k: v.to(device) for k, v in batch.items()}
+                with self.autocast_context():
+                    logps, _ = forward_logps(ref_model, batch)
+                n = batch["weights"].shape[0]
+                logps_by_row += zip(logps[:n].tolist(), logps[n:].tolist())
+        indexed = list(zip(range(rank, len(self.train_dataset), world), logps_by_row))
+        if world > 1:
+            indexed = gather_object(indexed)
+        for i, (c, r) in indexed:
+            ex = self.train_dataset[i]
             ex["ref_chosen_logps"], ex["ref_rejected_logps"] = c, r
 
     def autocast_context(self):

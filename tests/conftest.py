@@ -45,9 +45,9 @@ def sft_dir(tmp_path_factory, tiny_model_dir, synthetic_dir):
     return out
 
 
-def run_script(*args, cwd=ROOT, timeout=600):
+def run_script(*args, cwd=ROOT, timeout=600, env=None):
     """Run a project script as a user would; returns the CompletedProcess."""
     import subprocess
 
-    env = {**os.environ, "PYTHONPATH": ROOT}
+    env = {**os.environ, "PYTHONPATH": ROOT, **(env or {})}
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)

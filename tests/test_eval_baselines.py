@@ -42,6 +42,39 @@ def test_run_eval_generative_numbers_recount(sft_dir, synthetic_dir, tmp_path):
     assert "| test.jsonl | **all**" in proc.stdout
 
 
+def test_stopped_eval_resumes_to_the_same_results(sft_dir, synthetic_dir, tmp_path, monkeypatch):
+    import run_eval
+
+    args = ["--model_name_or_path", sft_dir, "--eval_files", os.path.join(synthetic_dir, "test.jsonl"),
+            "--max_new_tokens", "48", "--max_items", "24", "--items_per_chunk", "8", "--num_samples", "2"]
+    full, stopped = str(tmp_path / "full.json"), str(tmp_path / "stopped.json")
+    run_eval.main([*args, "--output_file", full])
+    real, calls = run_eval.judge_generative, []
+
+    def stops_at_the_third_chunk(*a, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(run_eval, "judge_generative", stops_at_the_third_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        run_eval.main([*args, "--output_file", stopped])
+    assert not os.path.exists(stopped) and os.path.isdir(stopped + ".parts")
+    calls.clear()
+    run_eval.main([*args, "--output_file", stopped])
+    assert len(calls) == 1  # only the unfinished chunk was judged again
+    with open(full) as f1, open(stopped) as f2:
+        a, b = json.load(f1), json.load(f2)
+    assert a["items"] == b["items"] and a["results"] == b["results"]
+    assert not os.path.exists(stopped + ".parts")
+    with pytest.raises(run_eval.DataError, match="other settings"):  # a changed setting is refused
+        os.makedirs(stopped + ".parts")
+        with open(os.path.join(stopped + ".parts", "eval_args.json"), "w") as f:
+            json.dump({"template": "brief"}, f)
+        run_eval.main([*args, "--output_file", stopped])
+
+
 def test_bt_baseline_trains_and_is_evaluated_as_scalar(tiny_model_dir, synthetic_dir, tmp_path):
     out = tmp_path / "bt"
     proc = run_script("run_bt_baseline.py", "--config", os.path.join(ROOT, "configs", "bt_demo.yaml"),

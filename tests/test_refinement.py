@@ -79,12 +79,12 @@ def test_bad_pref_rows_fail_with_the_line_number(tmp_path, tiny_model_dir):
 
 
 def test_two_processes_write_the_same_files_as_one(uninterrupted, sft_dir, synthetic_dir, tmp_path):
-    """Chunks dealt to 2 CPU processes (torchrun, gloo) merge into byte-identical outputs."""
+    """Chunks dealt to 2 CPU processes (accelerate launch, gloo) merge into byte-identical outputs."""
+    from tests.test_distributed import launch
+
     out = str(tmp_path / "two")
-    proc = run_script("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-                      "run_preference_refinement.py",
-                      *_args(sft_dir, os.path.join(synthetic_dir, "prefs.jsonl"), out, "--max_items", "10"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    launch("run_preference_refinement.py",
+           *_args(sft_dir, os.path.join(synthetic_dir, "prefs.jsonl"), out, "--max_items", "10"), port=29533)
     for name in ("samples.jsonl", "pairs.jsonl", "stats.json"):
         assert _read(os.path.join(out, name)) == _read(os.path.join(uninterrupted, name)), name
     assert not any(f.startswith("samples.rank") for f in os.listdir(out))

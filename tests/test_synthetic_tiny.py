@@ -40,6 +40,21 @@ def test_synthetic_splits_are_seeded_disjoint_and_labelled(tmp_path):
             assert "right" in good and "wrong" not in good and "wrong" in bad
 
 
+def test_half_the_safety_requests_are_only_in_the_labelled_and_held_out_pairs(tmp_path):
+    from data.synthetic import BENIGN, HARMFUL, SFT_BENIGN, SFT_HARMFUL
+
+    build(str(tmp_path), seed=0, n_sft=600, n_prefs=300, n_val=0, n_test=300)
+    held_out = {a for a, _ in HARMFUL + BENIGN} - {a for a, _ in SFT_HARMFUL + SFT_BENIGN}
+    assert len(held_out) == len(HARMFUL + BENIGN) // 2
+
+    def requests(name):
+        rows = [r for r in _read(tmp_path / f"{name}.jsonl") if r["category"] == "safety"]
+        return {a for r in rows for a in held_out if f" {a}" in r["question"]}
+
+    assert not requests("sft")
+    assert len(requests("prefs")) > len(held_out) // 2 and len(requests("test")) > len(held_out) // 2
+
+
 def test_tiny_model_is_small_deterministic_and_reloads(tmp_path):
     n1 = build_tiny(str(tmp_path / "m1"), seed=5)
     build_tiny(str(tmp_path / "m2"), seed=5)

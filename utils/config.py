@@ -30,6 +30,13 @@ def _load_yaml(path: str) -> dict[str, Any]:
     return cfg
 
 
+def _has_accelerator() -> bool:
+    import torch
+
+    xpu = getattr(torch, "xpu", None)
+    return torch.cuda.is_available() or torch.backends.mps.is_available() or bool(xpu and xpu.is_available())
+
+
 def parse_args(dataclass_types: Sequence[type], args: Sequence[str] | None = None) -> tuple:
     """Parse `args` (default sys.argv[1:]) into one instance per dataclass.
 
@@ -44,9 +51,13 @@ def parse_args(dataclass_types: Sequence[type], args: Sequence[str] | None = Non
         config_path = args[i + 1]
         del args[i : i + 2]
     parser = HfArgumentParser(dataclass_types)
+    known = {a.dest: a for a in parser._actions}
+    if "use_cpu" in known and not _has_accelerator():
+        # TrainingArguments: without use_cpu, processes started by `accelerate launch` or torchrun
+        # on a machine without GPUs would each train alone instead of as one gloo group.
+        known["use_cpu"].default = True
     if config_path:
         cfg = _load_yaml(config_path)
-        known = {a.dest: a for a in parser._actions}
         unknown = sorted(k for k in cfg if k not in known)
         if unknown:
             raise DataError(f"{config_path}: unknown config key(s): {', '.join(unknown)}")

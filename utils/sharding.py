@@ -1,0 +1,103 @@
+"""Fixed chunks of work dealt to processes, with append-only logs that make a stopped run resumable.
+
+Refinement and evaluation both cut their items into chunks by position, give every chunk its own
+seed, and deal the chunks round-robin to the processes of `accelerate launch` / torchrun (or to
+the one process of a plain run). Each process appends every finished chunk's records to its own
+log (`<stem>.jsonl` alone, `<stem>.rankN.jsonl` with several processes); a restart keeps the
+complete chunks found in any log and redoes the rest. Process 0 then holds the records of every
+chunk in chunk order: the same records whatever the number of processes.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections.abc import Callable, Hashable
+
+from tqdm.auto import tqdm
+
+from utils.io import DataError, append_jsonl, read_jsonl_tolerant, write_json, write_jsonl
+from utils.logging import get_logger
+
+log = get_logger("sharding")
+
+
+def check_fingerprint(path: str, fingerprint: dict) -> None:
+    """Refuse to mix the logs of runs with different settings: the first run writes its settings
+    to `path`, a later one must match them."""
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            old = json.load(f)
+        changed = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+        if changed:
+            raise DataError(f"{path}: output holds a run with other settings ({', '.join(changed)}); "
+                            "use a new output location or delete it")
+    else:
+        write_json(path, fingerprint)
+
+
+def log_paths(directory: str, stem: str) -> list[str]:
+    """The single-process log and the per-process shards of one stem."""
+    return [os.path.join(directory, f"{stem}.jsonl"), *sorted(glob.glob(os.path.join(directory, f"{stem}.rank*.jsonl")))]
+
+
+def remove_shards(directory: str, stem: str) -> None:
+    for path in log_paths(directory, stem)[1:]:
+        os.remove(path)
+
+
+class ChunkedRun:
+    """One resumable, sharded pass over `chunks`.
+
+    chunk_ids[c] is the set of item ids of chunk c; `item_of(record)` names the item a record
+    belongs to and `key_of(record)` identifies a record, so that one found in two logs counts once.
+    """
+
+    def __init__(self, state, directory: str, stem: str, chunk_ids: list[set[str]],
+                 item_of: Callable[[dict], str], key_of: Callable[[dict], Hashable]):
+        self.state, self.directory, self.stem = state, directory, stem
+        self.chunk_ids, self.item_of, self.key_of = chunk_ids, item_of, key_of
+
+    def finished(self) -> dict[int, list[dict]]:
+        """Records of the chunks complete in the logs; partial chunks are left out (redone)."""
+        records, seen = [], set()
+        for path in log_paths(self.directory, self.stem):
+            for r in read_jsonl_tolerant(path):
+                key = self.key_of(r)
+                if key not in seen:
+                    seen.add(key)
+                    records.append(r)
+        present = {self.item_of(r) for r in records}
+        done = {}
+        for c, ids in enumerate(self.chunk_ids):
+            if ids <= present:
+                done[c] = [r for r in records if self.item_of(r) in ids]
+        return done
+
+    def run(self, process: Callable[[int], list[dict]], sizes: list[int], desc: str) -> list[dict] | None:
+        """Process this process's unfinished chunks with `process(chunk_index)`; on process 0
+        return every chunk's records in chunk order (None elsewhere). `sizes[c]` drives the bar."""
+        state = self.state
+        mine = [c for c in range(len(self.chunk_ids)) if c % state.num_processes == state.process_index]
+        done = self.finished()
+        state.wait_for_everyone()  # everyone has read the logs before any is rewritten
+        name = self.stem if state.num_processes == 1 else f"{self.stem}.rank{state.process_index}"
+        my_log = os.path.join(self.directory, f"{name}.jsonl")
+        write_jsonl(my_log, [r for c in mine if c in done for r in done[c]])  # drops partial chunks
+        if done and state.is_main_process:
+            log.info("%s: resuming, %d of %d chunks already done", desc, len(done), len(self.chunk_ids))
+        bar = tqdm(total=sum(sizes[c] for c in mine), initial=sum(sizes[c] for c in mine if c in done),
+                   unit="item", desc=desc, disable=not state.is_local_main_process)
+        for c in mine:
+            if c not in done:
+                append_jsonl(my_log, process(c))
+                bar.update(sizes[c])
+        bar.close()
+        state.wait_for_everyone()
+        if not state.is_main_process:
+            return None
+        done = self.finished()
+        missing = [c for c in range(len(self.chunk_ids)) if c not in done]
+        if missing:
+            raise RuntimeError(f"chunks {missing[:5]} have no records after all processes finished")
+        return [r for c in range(len(self.chunk_ids)) for r in done[c]]
