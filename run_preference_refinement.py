@@ -101,7 +101,8 @@ def process_chunk(chunk_index: int, items: list[dict], sampler, model, tokenizer
 
 def check_resume(args: RefinementArguments, model_args: ModelArguments) -> None:
     """Refuse to mix samples of runs with different settings in one output_dir."""
-    fingerprint = {k: v for k, v in asdict(args).items() if k not in RefinementArguments.RESUMABLE}
+    skip = (*RefinementArguments.RESUMABLE, "output_dir")  # a moved run directory still resumes
+    fingerprint = {k: v for k, v in asdict(args).items() if k not in skip}
     fingerprint["model_name_or_path"] = model_args.model_name_or_path
     check_fingerprint(os.path.join(args.output_dir, "refine_args.json"), fingerprint)
 

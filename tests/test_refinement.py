@@ -67,6 +67,24 @@ def test_changed_settings_refuse_to_resume(uninterrupted, sft_dir, synthetic_dir
                           "--max_items", "10", "--tau", "3"))
 
 
+def test_pair_settings_may_change_on_resume(uninterrupted, sft_dir, synthetic_dir, tmp_path):
+    """The pair cap acts after sampling: a rerun with another cap rebuilds pairs from the logged
+    samples instead of refusing or sampling again."""
+    import shutil
+    from collections import Counter
+
+    out = str(tmp_path / "recapped")
+    shutil.copytree(uninterrupted, out)
+    refine.main(_args(sft_dir, os.path.join(synthetic_dir, "prefs.jsonl"), out, "--max_items", "10",
+                      "--max_pairs_per_item", "1"))
+    assert _read(os.path.join(out, "samples.jsonl")) == _read(os.path.join(uninterrupted, "samples.jsonl"))
+    with open(os.path.join(out, "pairs.jsonl")) as f:
+        per_item = Counter(json.loads(line)["item_id"] for line in f)
+    with open(os.path.join(uninterrupted, "pairs.jsonl")) as f:
+        before = Counter(json.loads(line)["item_id"] for line in f)
+    assert per_item and max(per_item.values()) == 1 and set(per_item) == set(before)
+
+
 def test_bad_pref_rows_fail_with_the_line_number(tmp_path, tiny_model_dir):
     prefs = tmp_path / "prefs.jsonl"
     prefs.write_text('{"id": 1, "question": "q", "answer_pos": "a", "answer_neg": "b"}\n'
