@@ -18,10 +18,9 @@ from __future__ import annotations
 import os
 import shutil
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
-from accelerate import PartialState
 
 from data.rewardbench import is_rewardbench, section_scores
 from data.schemas import load_prefs
@@ -33,7 +32,7 @@ from utils.config import parse_args, require, run_main
 from utils.io import DataError, write_json
 from utils.logging import get_logger
 from utils.seed import derive_seed
-from utils.sharding import ChunkedRun, check_fingerprint
+from utils.sharding import ChunkedRun, check_fingerprint, process_state
 
 log = get_logger("run_eval")
 
@@ -144,13 +143,12 @@ def main(argv=None) -> None:
         raise DataError(f"--model_type must be generative or scalar, got {args.model_type!r}")
     data = {path: load_prefs(path)[: args.max_items] for path in args.eval_files}  # validate all first
     # One process, or one of several under `accelerate launch` / torchrun, each judging its chunks.
-    state = PartialState(cpu=not torch.cuda.is_available())
+    state = process_state()
     work_dir = args.output_file + ".parts"  # per-process logs of finished chunks, for resuming
     if state.is_main_process:
         os.makedirs(work_dir, exist_ok=True)
-        fingerprint = {k: v for k, v in asdict(args).items() if k not in ("output_file", "max_items")}
-        check_fingerprint(os.path.join(work_dir, "eval_args.json"),
-                          {**fingerprint, "model_name_or_path": model_args.model_name_or_path})
+        check_fingerprint(os.path.join(work_dir, "eval_args.json"), args, model_args.model_name_or_path,
+                          exclude=("output_file", "max_items"))
     state.wait_for_everyone()
     if args.model_type == "scalar":
         from transformers import AutoModelForSequenceClassification

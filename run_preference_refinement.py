@@ -17,10 +17,8 @@ pairs.jsonl and stats.json are written atomically at the end; stats.json is writ
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
-import torch
-from accelerate import PartialState
 
 from data.schemas import load_prefs
 from data.templates import ORDERS, judge_prompt_groups, template_ids
@@ -33,7 +31,7 @@ from utils.config import parse_args, require, run_main
 from utils.io import DataError, write_json, write_jsonl
 from utils.logging import get_logger
 from utils.seed import derive_seed, set_seed
-from utils.sharding import ChunkedRun, check_fingerprint, remove_shards
+from utils.sharding import ChunkedRun, check_fingerprint, process_state, remove_shards
 
 log = get_logger("refine")
 
@@ -101,10 +99,8 @@ def process_chunk(chunk_index: int, items: list[dict], sampler, model, tokenizer
 
 def check_resume(args: RefinementArguments, model_args: ModelArguments) -> None:
     """Refuse to mix samples of runs with different settings in one output_dir."""
-    skip = (*RefinementArguments.RESUMABLE, "output_dir")  # a moved run directory still resumes
-    fingerprint = {k: v for k, v in asdict(args).items() if k not in skip}
-    fingerprint["model_name_or_path"] = model_args.model_name_or_path
-    check_fingerprint(os.path.join(args.output_dir, "refine_args.json"), fingerprint)
+    check_fingerprint(os.path.join(args.output_dir, "refine_args.json"), args, model_args.model_name_or_path,
+                      exclude=(*RefinementArguments.RESUMABLE, "output_dir"))  # a moved run directory still resumes
 
 
 def finalize(records: list[dict], args: RefinementArguments) -> tuple[list[dict], list[dict], dict]:
@@ -129,7 +125,7 @@ def main(argv=None) -> None:
     if args.max_items is not None:
         items = items[: args.max_items]
     # One process, or one of several under `accelerate launch` / torchrun (gloo on CPU).
-    state = PartialState(cpu=not torch.cuda.is_available())
+    state = process_state()
     if state.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
         check_resume(args, model_args)

@@ -70,7 +70,7 @@ def _arithmetic(rng: random.Random, sft: bool = False) -> dict:
             break
 
     def check(text: str) -> str:
-        return f"{_yes(int(_num(text)) == big)}"
+        return _yes(int(_num(text)) == big)
 
     return {
         "category": "arithmetic",

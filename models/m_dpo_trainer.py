@@ -107,8 +107,8 @@ class MDPOTrainer(AveragedMetricsMixin, Trainer):
         device = self.args.device
         if next(ref_model.parameters()).device != device:
             ref_model.to(device)
-        rank, world = self.accelerator.process_index, self.accelerator.num_processes
-        share = [self.train_dataset[i] for i in range(rank, len(self.train_dataset), world)]
+        mine = range(self.accelerator.process_index, len(self.train_dataset), self.accelerator.num_processes)
+        share = [self.train_dataset[i] for i in mine]
         loader = DataLoader(share, batch_size=self.args.per_device_eval_batch_size,
                             collate_fn=self.data_collator, shuffle=False)
         logps_by_row = []
@@ -119,8 +119,8 @@ class MDPOTrainer(AveragedMetricsMixin, Trainer):
                     logps, _ = forward_logps(ref_model, batch)
                 n = batch["weights"].shape[0]
                 logps_by_row += zip(logps[:n].tolist(), logps[n:].tolist())
-        indexed = list(zip(range(rank, len(self.train_dataset), world), logps_by_row))
-        if world > 1:
+        indexed = list(zip(mine, logps_by_row))
+        if self.accelerator.num_processes > 1:
             indexed = gather_object(indexed)
         for i, (c, r) in indexed:
             ex = self.train_dataset[i]

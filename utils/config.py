@@ -30,7 +30,8 @@ def _load_yaml(path: str) -> dict[str, Any]:
     return cfg
 
 
-def _has_accelerator() -> bool:
+def has_accelerator() -> bool:
+    """A GPU (or another torch accelerator) is visible: otherwise training and sampling run on CPU."""
     import torch
 
     xpu = getattr(torch, "xpu", None)
@@ -52,7 +53,7 @@ def parse_args(dataclass_types: Sequence[type], args: Sequence[str] | None = Non
         del args[i : i + 2]
     parser = HfArgumentParser(dataclass_types)
     known = {a.dest: a for a in parser._actions}
-    if "use_cpu" in known and not _has_accelerator():
+    if "use_cpu" in known and not has_accelerator():
         # TrainingArguments: without use_cpu, processes started by `accelerate launch` or torchrun
         # on a machine without GPUs would each train alone instead of as one gloo group.
         known["use_cpu"].default = True

@@ -9,6 +9,7 @@ chunk in chunk order: the same records whatever the number of processes.
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
@@ -16,15 +17,27 @@ from collections.abc import Callable, Hashable
 
 from tqdm.auto import tqdm
 
+from utils.config import has_accelerator
 from utils.io import DataError, append_jsonl, read_jsonl_tolerant, write_json, write_jsonl
 from utils.logging import get_logger
 
 log = get_logger("sharding")
 
 
-def check_fingerprint(path: str, fingerprint: dict) -> None:
+def process_state():
+    """This process's place among those `accelerate launch` / torchrun started (or the only one):
+    on a machine without GPUs they form one gloo group on the CPU."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not has_accelerator())
+
+
+def check_fingerprint(path: str, args, model_name_or_path: str, exclude: tuple[str, ...]) -> None:
     """Refuse to mix the logs of runs with different settings: the first run writes its settings
-    to `path`, a later one must match them."""
+    (every field of the `args` dataclass but `exclude`, plus the model) to `path`, a later one
+    must match them."""
+    fingerprint = {k: v for k, v in dataclasses.asdict(args).items() if k not in exclude}
+    fingerprint["model_name_or_path"] = model_name_or_path
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             old = json.load(f)
@@ -67,12 +80,15 @@ class ChunkedRun:
                 if key not in seen:
                     seen.add(key)
                     records.append(r)
-        present = {self.item_of(r) for r in records}
-        done = {}
-        for c, ids in enumerate(self.chunk_ids):
-            if ids <= present:
-                done[c] = [r for r in records if self.item_of(r) in ids]
-        return done
+        chunk_of = {i: c for c, ids in enumerate(self.chunk_ids) for i in ids}
+        by_chunk: dict[int, list[dict]] = {}
+        present = set()
+        for r in records:  # one pass, keeping the log order within each chunk
+            item = self.item_of(r)
+            present.add(item)
+            if item in chunk_of:
+                by_chunk.setdefault(chunk_of[item], []).append(r)
+        return {c: by_chunk.get(c, []) for c, ids in enumerate(self.chunk_ids) if ids <= present}
 
     def run(self, process: Callable[[int], list[dict]], sizes: list[int], desc: str) -> list[dict] | None:
         """Process this process's unfinished chunks with `process(chunk_index)`; on process 0
