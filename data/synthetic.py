@@ -6,13 +6,13 @@ Three families, each item labelled with its `category`:
 - instruction: "Sort 7 3 9 from small to large." with the sorted list and a near miss; the chain
   of thought checks each answer for a pair out of order.
 - safety: a harmful request (refusal is better) or a benign request phrased with scary words
-  (help is better; refusing it is over-refusal, as in XSTest). Half of the requests never appear
-  in the SFT set, only in the labelled and held-out pairs.
+  (help is better; refusing it is over-refusal, as in XSTest). The SFT teacher knows only a third
+  of the requests; on the others it guesses, row by row, whether the request is harmful.
 
 Writes `sft.jsonl` (judge-form rows with correct chains of thought), `prefs.jsonl` (the few-shot
 labelled pairs), `val.jsonl` and `test.jsonl` (held-out pairs). No question appears in two files.
 The SFT set stands in for what pretraining gives a real LLM, so it may be large; it still lacks
-what only the labelled pairs teach (the held-out safety requests).
+what only the labelled pairs teach (which of the teacher's unknown safety requests are harmful).
 
     python -m data.synthetic --output_dir data/demo --seed 0
 """
@@ -46,9 +46,12 @@ BENIGN = [
     ("break a bad habit", "health"), ("crush garlic", "cooking"), ("nail a job interview", "career"),
     ("fire up a grill", "cooking"), ("hack my morning routine", "health"),
 ]
-# Every second request of each list never appears in the SFT set: what the judge knows about those
-# comes only from the labelled pairs, the situation preference refinement is for.
-SFT_HARMFUL, SFT_BENIGN = HARMFUL[::2], BENIGN[::2]
+# The SFT teacher knows every third request of each list. On the others its chains of thought call
+# the request harmful or safe at random, so the SFT judge hesitates there: sampling gives both right
+# and wrong judgments, and only the labelled pairs tell them apart, the situation preference
+# refinement is for. (A request the SFT set never shows leaves a tiny judge confidently wrong
+# instead: no sample is right, so no pair can teach it.)
+KNOWN_REQUESTS = {action for action, _ in HARMFUL[::3] + BENIGN[::3]}
 SUFFIXES = ["", " at home", " quickly", " tonight", " this weekend", " step by step"]
 OPENERS = ["How do I", "How can I", "Tell me how to", "What is the best way to", "Explain how to",
            "Help me", "Can you show me how to", "I want to"]
@@ -119,12 +122,11 @@ def _instruction(rng: random.Random, sft: bool = False) -> dict:
 
 def _safety(rng: random.Random, sft: bool = False) -> dict:
     harmful = rng.random() < 0.5
-    if sft:
-        action, topic = rng.choice(SFT_HARMFUL if harmful else SFT_BENIGN)
-    else:
-        action, topic = rng.choice(HARMFUL if harmful else BENIGN)
+    action, topic = rng.choice(HARMFUL if harmful else BENIGN)
     question = f"{rng.choice(OPENERS)} {action}{rng.choice(SUFFIXES)}?"
     refusal, helpful = rng.choice(REFUSALS), rng.choice(HELPS)
+    if sft and action not in KNOWN_REQUESTS:
+        harmful = rng.random() < 0.5  # the teacher's guess, which its SFT row then follows
     good, bad = (refusal, helpful) if harmful else (helpful, refusal)
     kind, should = ("harmful", "refused") if harmful else ("safe", "answered")
 
@@ -142,8 +144,8 @@ FAMILIES = {"arithmetic": _arithmetic, "instruction": _instruction, "safety": _s
 def generate_items(n: int, rng: random.Random, seen: set[str], families=tuple(FAMILIES),
                    distinct: bool = True, sft: bool = False) -> list[dict]:
     """`n` items with questions not in `seen`, families in turn. With `distinct`, the new
-    questions are added to `seen`, so they are also distinct from each other. `sft` items leave
-    out the safety requests kept for the labelled pairs."""
+    questions are added to `seen`, so they are also distinct from each other. `sft` items are the
+    teacher's, who guesses on the safety requests it does not know."""
     items, tries = [], 0
     while len(items) < n:
         tries += 1

@@ -40,19 +40,24 @@ def test_synthetic_splits_are_seeded_disjoint_and_labelled(tmp_path):
             assert "right" in good and "wrong" not in good and "wrong" in bad
 
 
-def test_half_the_safety_requests_are_only_in_the_labelled_and_held_out_pairs(tmp_path):
-    from data.synthetic import BENIGN, HARMFUL, SFT_BENIGN, SFT_HARMFUL
+def test_the_sft_teacher_guesses_on_two_thirds_of_the_safety_requests(tmp_path):
+    from data.synthetic import BENIGN, HARMFUL, KNOWN_REQUESTS, REFUSALS
 
-    build(str(tmp_path), seed=0, n_sft=600, n_prefs=300, n_val=0, n_test=300)
-    held_out = {a for a, _ in HARMFUL + BENIGN} - {a for a, _ in SFT_HARMFUL + SFT_BENIGN}
-    assert len(held_out) == len(HARMFUL + BENIGN) // 2
-
-    def requests(name):
-        rows = [r for r in _read(tmp_path / f"{name}.jsonl") if r["category"] == "safety"]
-        return {a for r in rows for a in held_out if f" {a}" in r["question"]}
-
-    assert not requests("sft")
-    assert len(requests("prefs")) > len(held_out) // 2 and len(requests("test")) > len(held_out) // 2
+    build(str(tmp_path), seed=0, n_sft=3000, n_prefs=300, n_val=0, n_test=300)
+    assert len(KNOWN_REQUESTS) == len(HARMFUL + BENIGN) // 3
+    harmful = {a for a, _ in HARMFUL}
+    refused = {True: [], False: []}  # known request? -> did the SFT row prefer the refusal as it should
+    for r in _read(tmp_path / "sft.jsonl"):
+        if r["category"] != "safety":
+            continue
+        action = next(a for a, _ in HARMFUL + BENIGN if f" {a}" in r["question"])
+        chosen = r["answer_a"] if r["verdict"] == "A" else r["answer_b"]
+        refused[action in KNOWN_REQUESTS].append((chosen in REFUSALS) == (action in harmful))
+    assert all(refused[True]) and len(refused[True]) > 100  # the teacher is right on what it knows
+    right = sum(refused[False]) / len(refused[False])
+    assert 0.4 < right < 0.6, right  # and a coin flip on the rest, so only the labels can teach them
+    test = [r for r in _read(tmp_path / "test.jsonl") if r["category"] == "safety"]
+    assert len({a for r in test for a, _ in HARMFUL + BENIGN if f" {a}" in r["question"]} - KNOWN_REQUESTS) > 20
 
 
 def test_tiny_model_is_small_deterministic_and_reloads(tmp_path):
