@@ -9,10 +9,11 @@ Three families, each item labelled with its `category`:
   (help is better; refusing it is over-refusal, as in XSTest). The SFT teacher knows only a third
   of the requests; on the others it guesses, row by row, whether the request is harmful.
 
-Writes `sft.jsonl` (judge-form rows with correct chains of thought), `prefs.jsonl` (the few-shot
-labelled pairs), `val.jsonl` and `test.jsonl` (held-out pairs). No question appears in two files.
-The SFT set stands in for what pretraining gives a real LLM, so it may be large; it still lacks
-what only the labelled pairs teach (which of the teacher's unknown safety requests are harmful).
+Writes `sft.jsonl` (judge-form rows with the teacher's chains of thought), `prefs.jsonl` (the
+few-shot labelled pairs), `val.jsonl` and `test.jsonl` (held-out pairs). No question appears in
+two files. The SFT set stands in for what pretraining gives a real LLM, so it may be large; it
+still lacks what only the labelled pairs teach (which of the teacher's unknown safety requests are
+harmful).
 
     python -m data.synthetic --output_dir data/demo --seed 0
 """
