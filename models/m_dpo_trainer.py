@@ -37,6 +37,8 @@ class MDPOConfig(TrainingArguments):
     precompute_ref_log_probs: bool = field(default=True)
     rpo_alpha: float = field(default=None, metadata={"help": "Add rpo_alpha * NLL of the chosen responses "
                                                              "(per token), as TRL's rpo_alpha; off by default."})
+    dpo_weight: float = field(default=1.0, metadata={"help": "Multiplies the (M-)DPO term. 0 with rpo_alpha "
+                                                            "trains on the chosen judgments alone (an ablation)."})
     report_to: str = field(default="none")
     logging_steps: float = field(default=10)
     save_strategy: str = field(default="no")
@@ -147,6 +149,7 @@ class MDPOTrainer(AveragedMetricsMixin, Trainer):
         loss, chosen_rewards, rejected_rewards = m_dpo_loss(
             logps[:n], logps[n:], ref[:n], ref[n:], inputs["weights"], self.args.beta
         )
+        loss = self.args.dpo_weight * loss
         if self.args.rpo_alpha:
             nll = -logps[:n].sum() / n_tokens[:n].sum().clamp(min=1)
             self.record_metrics({"nll_loss": nll})

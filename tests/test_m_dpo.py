@@ -189,20 +189,21 @@ def test_malformed_pairs_file_names_the_line(tiny_model_dir, tmp_path):
     assert not (tmp_path / "o" / "config.json").exists()
 
 
-def test_rpo_alpha_adds_the_chosen_nll(tiny_model_dir, tmp_path):
+def test_rpo_alpha_adds_the_chosen_nll_and_dpo_weight_scales_the_dpo_term(tiny_model_dir, tmp_path):
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     pairs = make_pairs(4)
     losses = {}
-    for alpha in (None, 0.5):
-        args = config(tmp_path, rpo_alpha=alpha)
+    for alpha, dpo_weight in ((None, 1.0), (0.5, 1.0), (0.5, 0.0)):
+        args = config(tmp_path, rpo_alpha=alpha, dpo_weight=dpo_weight)
         trainer = MDPOTrainer(model=model, args=args, train_dataset=dataset(pairs, tok, args),
                               data_collator=PairCollator(tok.pad_token_id))
-        losses[alpha] = full_batch_loss(trainer, 4)
+        losses[alpha, dpo_weight] = full_batch_loss(trainer, 4)
     # the model's own loss on the chosen rows alone is the per-token NLL
     from data.collate import collate_prompt_response, encode_prompt_response
     batch = collate_prompt_response([encode_prompt_response(tok, p["prompt"], p["chosen"]) for p in pairs],
                                     tok.pad_token_id)
     with torch.no_grad():
         nll = model(**batch).loss.item()
-    assert losses[0.5] == pytest.approx(losses[None] + 0.5 * nll, abs=1e-5)
+    assert losses[0.5, 1.0] == pytest.approx(losses[None, 1.0] + 0.5 * nll, abs=1e-5)
+    assert losses[0.5, 0.0] == pytest.approx(0.5 * nll, abs=1e-5) and losses[None, 1.0] > 0.1
