@@ -169,7 +169,7 @@ def main(argv=None) -> None:
         run = ChunkedRun(state, work_dir, os.path.splitext(name)[0], [{r["_index"] for r in ch} for ch in chunks],
                          item_of=lambda r: r["index"], key_of=lambda r: r["index"])
         records = run.run(lambda c: judge(chunks[c], model, tokenizer, args, derive_seed(args.seed, c)),
-                          [len(ch) for ch in chunks], desc=f"judging {name}")
+                          desc=f"judging {name}")
         if records is not None:
             results[name], items[name] = summarize(records, args.model_type == "generative"), records
     if not state.is_main_process:

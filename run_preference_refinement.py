@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-
 from data.schemas import load_prefs
 from data.templates import ORDERS, judge_prompt_groups, template_ids
 from generate.levels import assign_level, build_pairs, refinement_stats, resolve_threshold
@@ -144,7 +143,7 @@ def main(argv=None) -> None:
                      item_of=lambda r: r["item_id"],
                      key_of=lambda r: (r["item_id"], r["prompt_id"], r["temperature"], r["sample"]))
     records = run.run(lambda c: process_chunk(c, chunks[c], sampler, model, tokenizer, args, templates, temperatures),
-                      [len(ch) for ch in chunks], desc="refine")
+                      desc="refine")
     if records is None:  # not process 0: it merges and writes the outputs
         return
     records, pairs, stats = finalize(records, args)

@@ -90,10 +90,11 @@ class ChunkedRun:
                 by_chunk.setdefault(chunk_of[item], []).append(r)
         return {c: by_chunk.get(c, []) for c, ids in enumerate(self.chunk_ids) if ids <= present}
 
-    def run(self, process: Callable[[int], list[dict]], sizes: list[int], desc: str) -> list[dict] | None:
+    def run(self, process: Callable[[int], list[dict]], desc: str) -> list[dict] | None:
         """Process this process's unfinished chunks with `process(chunk_index)`; on process 0
-        return every chunk's records in chunk order (None elsewhere). `sizes[c]` drives the bar."""
+        return every chunk's records in chunk order (None elsewhere)."""
         state = self.state
+        sizes = [len(ids) for ids in self.chunk_ids]  # items per chunk, for the progress bar
         mine = [c for c in range(len(self.chunk_ids)) if c % state.num_processes == state.process_index]
         done = self.finished()
         state.wait_for_everyone()  # everyone has read the logs before any is rewritten
