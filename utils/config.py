@@ -111,3 +111,15 @@ def run_main(main, argv: Sequence[str] | None = None) -> None:
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    close_process_group()
+
+
+def close_process_group() -> None:
+    """The processes of `accelerate launch` / torchrun finish together and close their group: one
+    that exits with the group still open can abort at shutdown ("terminate called without an active
+    exception", seen with gloo on CPU) and so fail the whole launch."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
