@@ -15,11 +15,10 @@ from transformers import AutoModelForSequenceClassification, TrainingArguments
 from data.schemas import load_prefs
 from data.templates import scalar_rm_text
 from models.bt_trainer import BTCollator, BTTrainer, encode_bt
-from models.loading import ModelArguments, load_model_and_tokenizer
-from models.training import train_and_save
+from models.loading import ModelArguments, load_tokenizer
+from models.training import check_training_setup, load_trainable_model, train_and_save
 from utils.config import parse_args, require, run_main
 from utils.logging import get_logger
-from utils.seed import set_seed
 
 log = get_logger("run_bt")
 
@@ -43,10 +42,11 @@ def main(argv=None) -> None:
     model_args, data_args, args = parse_args((ModelArguments, BTDataArguments, BTConfig), argv)
     require(model_name_or_path=model_args.model_name_or_path, train_file=data_args.train_file,
             output_dir=args.output_dir)
+    check_training_setup(model_args, args)
     rows = load_prefs(data_args.train_file)
-    set_seed(args.seed)  # before loading: new heads and LoRA weights are initialised randomly
-    model, tokenizer = load_model_and_tokenizer(model_args, AutoModelForSequenceClassification, "SEQ_CLS",
-                                                num_labels=1)
+    tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.trust_remote_code)
+    model = load_trainable_model(model_args, args, tokenizer, AutoModelForSequenceClassification, "SEQ_CLS",
+                                 num_labels=1)
     dataset = [encode_bt(tokenizer, scalar_rm_text(tokenizer, r["question"], r["answer_pos"]),
                          scalar_rm_text(tokenizer, r["question"], r["answer_neg"]), data_args.max_length) for r in rows]
     log.info("BT reward model on %d pairs", len(dataset))

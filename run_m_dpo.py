@@ -5,22 +5,28 @@
         --beta 0.1 --normalize_weights ...]
 
 The reference model is the starting checkpoint unless --ref_model_name_or_path names another.
-`--weighting none` is plain DPO (the paper's "w/o M-DPO" ablation). The saved judge loads with
-`from_pretrained` as is (LoRA adapters are merged).
+`--weighting none` is plain DPO (the paper's "w/o M-DPO" ablation). Reference log-probs are
+computed once and kept in output_dir/reference_logps.json: a resumed or repeated run with the same
+pairs, tokenization and reference reuses them. The saved judge loads with `from_pretrained` as is
+(LoRA adapters are merged).
 """
 from __future__ import annotations
 
+import gc
+import os
 from dataclasses import dataclass, field
 
+from accelerate.utils.memory import clear_device_cache
+
 from data.schemas import load_pairs
-from models.loading import ModelArguments, load_model_and_tokenizer
-from models.training import train_and_save
+from models.loading import ModelArguments, load_model, load_tokenizer
 from models.losses import weights_for_pairs
-from models.m_dpo_trainer import MDPOConfig, MDPOTrainer, PairCollator, encode_pair
+from models.m_dpo_trainer import MDPOConfig, MDPOTrainer, PairCollator, encode_pair, pair_length
+from models.reference_cache import ReferenceCache, reference_fingerprint
+from models.training import check_training_setup, load_trainable_model, train_and_save
 from utils.config import parse_args, require, run_main
 from utils.io import DataError
 from utils.logging import get_logger
-from utils.seed import set_seed
 
 log = get_logger("run_m_dpo")
 
@@ -46,28 +52,51 @@ def check_pairs(pairs: list[dict], path: str, weighting: str) -> None:
                 raise DataError(f"{path}: record {i + 1}: missing field '{f}' (needed by --weighting {weighting})")
 
 
+def check_reference_budget(dataset: list[dict], args: MDPOConfig) -> None:
+    if args.precompute_ref_max_tokens is None or not args.precompute_ref_log_probs:
+        return
+    longest = max(range(len(dataset)), key=lambda i: pair_length(dataset[i]))
+    if 2 * pair_length(dataset[longest]) > args.precompute_ref_max_tokens:
+        raise DataError(f"--precompute_ref_max_tokens {args.precompute_ref_max_tokens} is smaller than one pair "
+                        f"(pair {longest + 1}: 2 x {pair_length(dataset[longest])} tokens); raise it to at least "
+                        f"2 x max_length = {2 * args.max_length}")
+
+
 def main(argv=None) -> None:
     model_args, script_args, args = parse_args((ModelArguments, MDPOScriptArguments, MDPOConfig), argv)
     require(model_name_or_path=model_args.model_name_or_path, pairs_file=script_args.pairs_file,
             output_dir=args.output_dir)
     if args.weighting not in ("levels", "scores", "none"):
         raise DataError(f"--weighting must be levels, scores or none, got {args.weighting!r}")
+    live_reference = not args.precompute_ref_log_probs
+    check_training_setup(model_args, args, live_reference=live_reference)
     pairs = load_pairs(script_args.pairs_file)
     check_pairs(pairs, script_args.pairs_file, args.weighting)
-    set_seed(args.seed)  # before loading: new heads and LoRA weights are initialised randomly
-    model, tokenizer = load_model_and_tokenizer(model_args)
-    if args.gradient_checkpointing:
-        model.config.use_cache = False
-    ref_model = None
-    if script_args.ref_model_name_or_path or (not args.precompute_ref_log_probs and not model_args.use_peft):
-        ref_args = ModelArguments(**{**vars(model_args), "use_peft": False,
-                                     "model_name_or_path": script_args.ref_model_name_or_path or model_args.model_name_or_path})
-        ref_model, _ = load_model_and_tokenizer(ref_args)
-        ref_model.requires_grad_(False)
+    tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.trust_remote_code)
     dataset = build_dataset(pairs, tokenizer, args)
+    check_reference_budget(dataset, args)  # everything checked before any model is loaded
+
+    ref_path = script_args.ref_model_name_or_path or model_args.model_name_or_path
+    cache, cached = None, False
+    if args.precompute_ref_log_probs:
+        cache = ReferenceCache(args.ref_logps_cache or os.path.join(args.output_dir, "reference_logps.json"),
+                               reference_fingerprint(dataset, ref_path, model_args, args))
+        cached = cache.load_into(dataset)
+    model = load_trainable_model(model_args, args, tokenizer)
+    # A separate reference is loaded only when it is needed: for a pass not cached yet, or kept live
+    # (without LoRA, whose base model is the reference). It is not held here, so the trainer can
+    # release it after the pass.
+    separate_reference = (script_args.ref_model_name_or_path and not cached) or (live_reference and not model_args.use_peft)
+    ref_args = ModelArguments(**{**vars(model_args), "use_peft": False, "model_name_or_path": ref_path})
     log.info("M-DPO on %d pairs (weighting=%s, alpha=%s, beta=%s)", len(dataset), args.weighting, args.alpha, args.beta)
     trainer = MDPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                          data_collator=PairCollator(tokenizer.pad_token_id), ref_model=ref_model)
+                          data_collator=PairCollator(tokenizer.pad_token_id),
+                          ref_model=load_model(ref_args, tokenizer).requires_grad_(False) if separate_reference else None)
+    if separate_reference:
+        gc.collect()  # a reference used only for the pass is unreachable now: give its memory back
+        clear_device_cache()
+    if cache is not None and not cached:
+        cache.save(dataset)
     train_and_save(trainer, tokenizer, model_args, (model_args, script_args, args), log)
 
 

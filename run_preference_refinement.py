@@ -25,7 +25,7 @@ from generate.levels import assign_level, build_pairs, refinement_stats, resolve
 from generate.parsing import parse_verdict
 from generate.perplexity import ppl_score, response_perplexities
 from generate.sampling import HFSampler
-from models.loading import ModelArguments, load_model_and_tokenizer
+from models.loading import ModelArguments, load_model, load_tokenizer
 from utils.config import parse_args, require, run_main
 from utils.io import DataError, write_json, write_jsonl
 from utils.logging import get_logger
@@ -53,7 +53,9 @@ class RefinementArguments:
     max_items: int = field(default=None, metadata={"help": "Use only the first N items of pref_file."})
     items_per_chunk: int = field(default=16, metadata={"help": "Unit of seeding, batching and resuming."})
     generation_batch_size: int = field(default=64, metadata={"help": "Sequences per generate call."})
-    scoring_batch_size: int = field(default=64)
+    scoring_batch_size: int = field(default=64, metadata={"help": "Sequences per scoring forward, at most."})
+    scoring_max_tokens: int = field(default=None, metadata={
+        "help": "Padded tokens per scoring forward, at most (bounds memory when lengths vary); none = no budget."})
     seed: int = field(default=0)
 
     # Fields that may change between a stopped run and its continuation: they act after sampling
@@ -88,7 +90,7 @@ def process_chunk(chunk_index: int, items: list[dict], sampler, model, tokenizer
                     "correct": verdict == g["pos_slot"],
                 })
     ppls = response_perplexities(model, tokenizer, [r["prompt"] for r in records], [r["response"] for r in records],
-                                 args.scoring_batch_size, args.max_length)
+                                 args.scoring_batch_size, args.max_length, args.scoring_max_tokens)
     for r, ppl in zip(records, ppls):
         r["ppl"] = ppl
         r["score"] = ppl_score(ppl, args.tau)
@@ -100,6 +102,23 @@ def check_resume(args: RefinementArguments, model_args: ModelArguments) -> None:
     """Refuse to mix samples of runs with different settings in one output_dir."""
     check_fingerprint(os.path.join(args.output_dir, "refine_args.json"), args, model_args.model_name_or_path,
                       exclude=(*RefinementArguments.RESUMABLE, "output_dir"))  # a moved run directory still resumes
+
+
+def check_scoring_budget(items: list[dict], tokenizer, args: RefinementArguments, templates: list[str]) -> None:
+    """The longest judgment that can be scored (longest prompt + max_new_tokens + EOS) must fit the
+    scoring token budget: checked before any model is loaded."""
+    if args.scoring_max_tokens is None:
+        return
+    groups = [(item, g) for item in items for g in judge_prompt_groups(tokenizer, item, templates, ORDERS[args.orders])]
+    lengths = [len(ids) for ids in tokenizer([g["prompt"] for _, g in groups], add_special_tokens=False)["input_ids"]]
+    k = max(range(len(groups)), key=lengths.__getitem__)
+    longest, where = lengths[k], f"{args.pref_file}: item {groups[k][0]['id']!r}, prompt {groups[k][1]['prompt_id']}"
+    need = longest + args.max_new_tokens + 1
+    if args.max_length is not None:
+        need = min(need, args.max_length)
+    if need > args.scoring_max_tokens:
+        raise DataError(f"--scoring_max_tokens {args.scoring_max_tokens} is smaller than the longest judgment to "
+                        f"score ({need} tokens: {where}, {longest} prompt tokens + max_new_tokens + EOS)")
 
 
 def finalize(records: list[dict], args: RefinementArguments) -> tuple[list[dict], list[dict], dict]:
@@ -123,6 +142,8 @@ def main(argv=None) -> None:
     items = load_prefs(args.pref_file)
     if args.max_items is not None:
         items = items[: args.max_items]
+    tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.trust_remote_code)
+    check_scoring_budget(items, tokenizer, args, templates)
     # One process, or one of several under `accelerate launch` / torchrun (gloo on CPU).
     state = process_state()
     if state.is_main_process:
@@ -134,7 +155,7 @@ def main(argv=None) -> None:
     state.wait_for_everyone()
 
     set_seed(args.seed)
-    model, tokenizer = load_model_and_tokenizer(model_args)
+    model = load_model(model_args, tokenizer)
     model.to(state.device)
     sampler = HFSampler(model, tokenizer, batch_size=args.generation_batch_size, top_p=args.top_p)
     size = args.items_per_chunk

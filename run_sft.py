@@ -10,16 +10,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from transformers import Trainer, TrainingArguments
+from transformers import TrainingArguments
 
 from data.collate import PromptResponseCollator, encode_prompt_response
 from data.schemas import load_sft
 from data.templates import apply_chat, format_response, judge_prompt, template_ids
-from models.loading import ModelArguments, load_model_and_tokenizer
-from models.training import train_and_save
+from models.loading import ModelArguments, load_tokenizer
+from models.sft_trainer import SFTTrainer
+from models.training import check_training_setup, load_trainable_model, train_and_save
 from utils.config import parse_args, require, run_main
 from utils.logging import get_logger
-from utils.seed import derive_seed, set_seed
+from utils.seed import derive_seed
 
 log = get_logger("run_sft")
 
@@ -64,14 +65,13 @@ def main(argv=None) -> None:
     model_args, data_args, args = parse_args((ModelArguments, SFTDataArguments, SFTConfig), argv)
     require(model_name_or_path=model_args.model_name_or_path, train_file=data_args.train_file,
             output_dir=args.output_dir)
+    check_training_setup(model_args, args)
     rows = load_sft(data_args.train_file)  # validate all input before anything is written
-    set_seed(args.seed)  # before loading: new heads and LoRA weights are initialised randomly
-    model, tokenizer = load_model_and_tokenizer(model_args)
-    if args.gradient_checkpointing:
-        model.config.use_cache = False
+    tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.trust_remote_code)
     dataset = build_dataset(rows, tokenizer, data_args)
+    model = load_trainable_model(model_args, args, tokenizer)
     log.info("SFT on %d rows from %s", len(dataset), data_args.train_file)
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                       data_collator=PromptResponseCollator(tokenizer.pad_token_id))
     train_and_save(trainer, tokenizer, model_args, (model_args, data_args, args), log)
 

@@ -10,25 +10,26 @@ import math
 
 import torch
 
-from data.collate import collate_prompt_response, encode_prompt_response
+from data.collate import budget_batches, collate_prompt_response, encode_prompt_response
 from models.logprobs import forward_logps
 
 
 @torch.no_grad()
-def response_perplexities(model, tokenizer, prompts: list[str], responses: list[str], batch_size: int = 64,
-                          max_length: int | None = None) -> list[float]:
+def response_perplexities(model, tokenizer, prompts: list[str], responses: list[str], batch_size: int | None = 64,
+                          max_length: int | None = None, max_tokens: int | None = None) -> list[float]:
+    """One perplexity per (prompt, response). Batches hold at most `batch_size` rows and
+    `max_tokens` padded tokens."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     feats = [encode_prompt_response(tokenizer, p, r, max_length) for p, r in zip(prompts, responses)]
-    order = sorted(range(len(feats)), key=lambda i: len(feats[i]["input_ids"]))
     ppl = [math.nan] * len(feats)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        batch = {k: v.to(device) for k, v in collate_prompt_response([feats[i] for i in idx], tokenizer.pad_token_id).items()}
+    for idx in budget_batches([len(f["input_ids"]) for f in feats], batch_size, max_tokens):
+        batch = collate_prompt_response([feats[i] for i in idx], tokenizer.pad_token_id)
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         logp, n = forward_logps(model, batch)
-        for row, i in enumerate(idx):
-            ppl[i] = math.exp(-logp[row].item() / max(1, n[row].item()))
+        for i, lp, count in zip(idx, logp.tolist(), n.tolist()):
+            ppl[i] = math.exp(-lp / max(1, count))
     model.train(was_training)
     return ppl
 

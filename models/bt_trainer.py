@@ -1,4 +1,4 @@
-"""The Bradley-Terry scalar reward model baseline (design.md §3) on `transformers.Trainer`.
+"""The Bradley-Terry scalar reward model baseline on `transformers.Trainer`.
 
 A sequence-classification head with one output scores question + answer; the loss is
 -log sigmoid(r(pos) - r(neg)). Positive and negative answers run in one concatenated forward.
@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from transformers import Trainer
 
 from data.collate import pad
+from models.global_batch import GlobalBatchLossMixin
 from models.trainer_metrics import AveragedMetricsMixin
 
 
@@ -27,15 +28,15 @@ def encode_bt(tokenizer, pos_text: str, neg_text: str, max_length: int) -> dict:
     return {"pos_input_ids": enc(pos_text), "neg_input_ids": enc(neg_text)}
 
 
-def bt_loss(rewards_pos: torch.Tensor, rewards_neg: torch.Tensor) -> torch.Tensor:
-    return -F.logsigmoid(rewards_pos - rewards_neg).mean()
+class BTTrainer(GlobalBatchLossMixin, AveragedMetricsMixin, Trainer):
+    def count_items(self, batch: dict) -> dict:
+        return {"pairs": batch["input_ids"].shape[0] // 2}
 
-
-class BTTrainer(AveragedMetricsMixin, Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         rewards = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits[:, 0].float()
         n = rewards.shape[0] // 2
-        loss = bt_loss(rewards[:n], rewards[n:])
+        losses = -F.logsigmoid(rewards[:n] - rewards[n:])
+        loss = self.global_mean(losses.sum(), n, "pairs", num_items_in_batch)
         self.record_metrics({"rewards/accuracies": (rewards[:n] > rewards[n:]).float(),
                              "rewards/margins": rewards[:n] - rewards[n:]})
         return (loss, {"rewards": rewards}) if return_outputs else loss

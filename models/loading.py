@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from utils.io import DataError
 from utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -58,16 +59,31 @@ def lora_config(args: ModelArguments, task_type: str = "CAUSAL_LM"):
     )
 
 
-def load_model_and_tokenizer(args: ModelArguments, model_class=AutoModelForCausalLM, peft_task_type="CAUSAL_LM",
-                             **model_kwargs):
-    """Returns (model, tokenizer). With `use_peft`, the model comes wrapped in LoRA adapters."""
+def resolve_dtype(name: str):
+    if name not in DTYPES:
+        raise DataError(f"--dtype must be one of {', '.join(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
+def checkpoint_dtype(name_or_path: str, trust_remote_code: bool = False):
+    """The dtype a checkpoint's weights are stored in (None when its config does not say)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None)
+    return dtype if isinstance(dtype, torch.dtype) else None
+
+
+def load_model(args: ModelArguments, tokenizer, model_class=AutoModelForCausalLM, peft_task_type="CAUSAL_LM",
+               dtype=None, **model_kwargs):
+    """The model of `args` (wrapped in LoRA adapters with `use_peft`); `dtype` overrides `args.dtype`."""
     if not args.model_name_or_path:
         raise ValueError("model_name_or_path is required")
-    tokenizer = load_tokenizer(args.model_name_or_path, args.trust_remote_code)
-    if args.dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {args.dtype!r}")
     model = model_class.from_pretrained(
-        args.model_name_or_path, dtype=DTYPES[args.dtype], trust_remote_code=args.trust_remote_code,
+        args.model_name_or_path, dtype=dtype if dtype is not None else resolve_dtype(args.dtype),
+        trust_remote_code=args.trust_remote_code,
         attn_implementation=resolve_attn_implementation(args.attn_implementation), **model_kwargs,
     )
     if model.config.pad_token_id is None:
@@ -79,7 +95,17 @@ def load_model_and_tokenizer(args: ModelArguments, model_class=AutoModelForCausa
 
         model = get_peft_model(model, lora_config(args, peft_task_type))
         model.print_trainable_parameters()
-    return model, tokenizer
+    return model
+
+
+def load_model_and_tokenizer(args: ModelArguments, model_class=AutoModelForCausalLM, peft_task_type="CAUSAL_LM",
+                             **model_kwargs):
+    """Returns (model, tokenizer). With `use_peft`, the model comes wrapped in LoRA adapters."""
+    if not args.model_name_or_path:
+        raise ValueError("model_name_or_path is required")
+    resolve_dtype(args.dtype)  # a bad dtype fails before the tokenizer is read
+    tokenizer = load_tokenizer(args.model_name_or_path, args.trust_remote_code)
+    return load_model(args, tokenizer, model_class, peft_task_type, **model_kwargs), tokenizer
 
 
 def save_for_inference(model, tokenizer, output_dir: str) -> None:

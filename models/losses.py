@@ -48,10 +48,12 @@ def weights_for_pairs(pairs: list[dict], weighting: str, alpha: float, normalize
 
 def m_dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
                reference_chosen_logps: torch.Tensor, reference_rejected_logps: torch.Tensor,
-               weights: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(loss, chosen_rewards, rejected_rewards); rewards are beta * (policy - reference), detached."""
+               weights: torch.Tensor, beta: float, reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, chosen_rewards, rejected_rewards); rewards are beta * (policy - reference), detached.
+    `reduction="none"` gives the weighted loss of each pair (the trainer divides their sum by the
+    number of pairs in the whole optimizer step)."""
     chosen_logratios = policy_chosen_logps - reference_chosen_logps
     rejected_logratios = policy_rejected_logps - reference_rejected_logps
-    losses = -F.logsigmoid(beta * (chosen_logratios - rejected_logratios))
-    loss = (weights.to(losses.dtype) * losses).mean()
+    losses = weights.to(chosen_logratios.dtype) * -F.logsigmoid(beta * (chosen_logratios - rejected_logratios))
+    loss = losses if reduction == "none" else losses.mean()
     return loss, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()

@@ -2,9 +2,11 @@
 resume and logging come from the Trainer; this file adds the pair batches and the weighted loss.
 
 Chosen and rejected run in one concatenated forward. Reference log-probs are by default computed
-once before training and stored with each pair, so no reference model sits in memory while
-training; `precompute_ref_log_probs=False` keeps a live frozen reference instead (or, with LoRA,
-the policy with its adapters switched off).
+once before training, in batches bounded by a token budget, and stored with each pair, so no
+reference model sits in memory while training (a separate reference model is released after the
+pass); `precompute_ref_log_probs=False` keeps a live frozen reference instead (or, with LoRA, the
+policy with its adapters switched off). Every loss term is a sum divided by its count over the
+whole optimizer step (`GlobalBatchLossMixin`), so gradient accumulation is exact.
 """
 from __future__ import annotations
 
@@ -13,11 +15,11 @@ from dataclasses import dataclass, field
 
 import torch
 from accelerate.utils import gather_object
-from torch.utils.data import DataLoader
 from transformers import Trainer, TrainingArguments
 from transformers.integrations import is_deepspeed_zero3_enabled
 
-from data.collate import encode_prompt_response, pad
+from data.collate import IGNORE_INDEX, budget_batches, collate_prompt_response, encode_prompt_response
+from models.global_batch import GlobalBatchLossMixin
 from models.logprobs import forward_logps
 from models.losses import m_dpo_loss
 from models.trainer_metrics import AveragedMetricsMixin
@@ -35,6 +37,12 @@ class MDPOConfig(TrainingArguments):
     max_length: int = field(default=512)
     max_prompt_length: int = field(default=None)
     precompute_ref_log_probs: bool = field(default=True)
+    precompute_ref_batch_size: int = field(default=None, metadata={
+        "help": "Pairs per batch of the reference pass (default: per_device_train_batch_size)."})
+    precompute_ref_max_tokens: int = field(default=None, metadata={
+        "help": "Padded tokens per batch of the reference pass (chosen + rejected rows); none = no budget."})
+    ref_logps_cache: str = field(default=None, metadata={
+        "help": "Where precomputed reference log-probs are kept for reruns (default: output_dir/reference_logps.json)."})
     rpo_alpha: float = field(default=None, metadata={"help": "Add rpo_alpha * NLL of the chosen responses "
                                                              "(per token), as TRL's rpo_alpha; off by default."})
     dpo_weight: float = field(default=1.0, metadata={"help": "Multiplies the (M-)DPO term. 0 with rpo_alpha "
@@ -53,21 +61,22 @@ def encode_pair(tokenizer, prompt: str, chosen: str, rejected: str, weight: floa
             "rejected_input_ids": r["input_ids"], "rejected_labels": r["labels"], "weight": float(weight)}
 
 
+def pair_length(example: dict) -> int:
+    """Padded width of a pair's two rows."""
+    return max(len(example["chosen_input_ids"]), len(example["rejected_input_ids"]))
+
+
 class PairCollator:
     """Stacks chosen rows then rejected rows into one right-padded batch of 2B sequences."""
 
     def __init__(self, pad_token_id: int):
         self.pad_token_id = pad_token_id
 
-    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+    def __call__(self, features: list[dict]) -> dict:
         ids = [f["chosen_input_ids"] for f in features] + [f["rejected_input_ids"] for f in features]
         labels = [f["chosen_labels"] for f in features] + [f["rejected_labels"] for f in features]
-        batch = {
-            "input_ids": pad(ids, self.pad_token_id),
-            "attention_mask": pad([[1] * len(s) for s in ids], 0),
-            "labels": pad(labels, -100),
-            "weights": torch.tensor([f["weight"] for f in features], dtype=torch.float32),
-        }
+        batch = collate_prompt_response([{"input_ids": i, "labels": l} for i, l in zip(ids, labels)], self.pad_token_id)
+        batch["weights"] = torch.tensor([f["weight"] for f in features], dtype=torch.float32)
         if "ref_chosen_logps" in features[0]:
             batch["ref_chosen_logps"] = torch.tensor([f["ref_chosen_logps"] for f in features])
             batch["ref_rejected_logps"] = torch.tensor([f["ref_rejected_logps"] for f in features])
@@ -84,14 +93,19 @@ def gathered_weights(model):
     return deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None)
 
 
-class MDPOTrainer(AveragedMetricsMixin, Trainer):
+def has_reference_logps(dataset: list[dict]) -> bool:
+    return len(dataset) > 0 and all("ref_chosen_logps" in ex for ex in dataset)
+
+
+class MDPOTrainer(GlobalBatchLossMixin, AveragedMetricsMixin, Trainer):
     def __init__(self, *args, ref_model=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.ref_model = ref_model
+        self.ref_model = None
         is_peft = hasattr(self.model, "disable_adapter")
         if self.args.precompute_ref_log_probs:
-            self.precompute_reference(ref_model if ref_model is not None else self.model)
-            self.ref_model = None
+            if not has_reference_logps(self.train_dataset):
+                self.precompute_reference(ref_model if ref_model is not None else self.model)
+            del ref_model  # the pass was its only use: the trainer keeps no reference to it
         elif ref_model is None and not is_peft:
             raise ValueError("a live reference needs ref_model (or a LoRA policy, whose base model is the reference)")
         elif ref_model is not None:
@@ -103,25 +117,29 @@ class MDPOTrainer(AveragedMetricsMixin, Trainer):
     @torch.no_grad()
     def precompute_reference(self, ref_model) -> None:
         """Reference log-probs of every pair, stored on the pairs: computed once, before training.
-        Each process scores its own share (pairs rank, rank + world, ...) and the shares are gathered,
-        so every process ends with all of them."""
+        Each process scores its own share (pairs rank, rank + world, ...) in batches bounded by
+        `precompute_ref_batch_size` pairs and `precompute_ref_max_tokens` padded tokens, and the
+        shares are gathered, so every process ends with all of them."""
+        was_training = ref_model.training
         ref_model.eval()
         device = self.args.device
         if next(ref_model.parameters()).device != device:
             ref_model.to(device)
-        mine = range(self.accelerator.process_index, len(self.train_dataset), self.accelerator.num_processes)
-        share = [self.train_dataset[i] for i in mine]
-        loader = DataLoader(share, batch_size=self.args.per_device_eval_batch_size,
-                            collate_fn=self.data_collator, shuffle=False)
-        logps_by_row = []
+        mine = list(range(self.accelerator.process_index, len(self.train_dataset), self.accelerator.num_processes))
+        batches = budget_batches([pair_length(self.train_dataset[i]) for i in mine],
+                                 self.args.precompute_ref_batch_size or self.args.per_device_train_batch_size,
+                                 self.args.precompute_ref_max_tokens, rows_per_item=2)
+        indexed = []
         with gathered_weights(ref_model):
-            for batch in loader:
-                batch = {k: v.to(device) for k, v in batch.items()}
+            for batch_positions in batches:
+                rows = [mine[k] for k in batch_positions]
+                batch = self.data_collator([self.train_dataset[i] for i in rows])
+                batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
                 with self.autocast_context():
                     logps, _ = forward_logps(ref_model, batch)
-                n = batch["weights"].shape[0]
-                logps_by_row += zip(logps[:n].tolist(), logps[n:].tolist())
-        indexed = list(zip(mine, logps_by_row))
+                n = len(rows)
+                indexed += zip(rows, zip(logps[:n].tolist(), logps[n:].tolist()))
+        ref_model.train(was_training)
         if self.accelerator.num_processes > 1:
             indexed = gather_object(indexed)
         for i, (c, r) in indexed:
@@ -142,25 +160,27 @@ class MDPOTrainer(AveragedMetricsMixin, Trainer):
             with self.accelerator.unwrap_model(model).disable_adapter():
                 return forward_logps(model, batch)[0]
 
+    def count_items(self, batch: dict) -> dict:
+        n = batch["weights"].shape[0]
+        return {"pairs": n, "chosen_tokens": (batch["labels"][:n, 1:] != IGNORE_INDEX).sum()}
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         n = inputs["weights"].shape[0]
         logps, n_tokens = forward_logps(model, inputs)
         ref = self.reference_logps(model, inputs).to(logps.dtype)
-        loss, chosen_rewards, rejected_rewards = m_dpo_loss(
-            logps[:n], logps[n:], ref[:n], ref[n:], inputs["weights"], self.args.beta
+        losses, chosen_rewards, rejected_rewards = m_dpo_loss(
+            logps[:n], logps[n:], ref[:n], ref[n:], inputs["weights"], self.args.beta, reduction="none"
         )
-        loss = self.args.dpo_weight * loss
+        loss = self.args.dpo_weight * self.global_mean(losses.sum(), n, "pairs", num_items_in_batch)
         if self.args.rpo_alpha:
-            nll = -logps[:n].sum() / n_tokens[:n].sum().clamp(min=1)
-            self.record_metrics({"nll_loss": nll})
-            loss = loss + self.args.rpo_alpha * nll
-        self._record(chosen_rewards, rejected_rewards, logps[:n].detach(), logps[n:].detach(), inputs["weights"])
-        return (loss, {"chosen_rewards": chosen_rewards, "rejected_rewards": rejected_rewards}) if return_outputs else loss
-
-    def _record(self, chosen_rewards, rejected_rewards, chosen_logps, rejected_logps, weights) -> None:
+            nll_sum, chosen_tokens = -logps[:n].sum(), n_tokens[:n].sum()
+            self.record_metrics({"nll_loss": (nll_sum, chosen_tokens)})
+            loss = loss + self.args.rpo_alpha * self.global_mean(nll_sum, chosen_tokens, "chosen_tokens",
+                                                                 num_items_in_batch)
         self.record_metrics({
             "rewards/chosen": chosen_rewards, "rewards/rejected": rejected_rewards,
             "rewards/accuracies": (chosen_rewards > rejected_rewards).float(),
             "rewards/margins": chosen_rewards - rejected_rewards,
-            "logps/chosen": chosen_logps, "logps/rejected": rejected_logps, "weights/mean": weights,
+            "logps/chosen": logps[:n], "logps/rejected": logps[n:], "weights/mean": inputs["weights"],
         })
+        return (loss, {"chosen_rewards": chosen_rewards, "rejected_rewards": rejected_rewards}) if return_outputs else loss

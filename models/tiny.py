@@ -61,11 +61,15 @@ def build_tokenizer(seed: int = 0, vocab_size: int = 1024) -> PreTrainedTokenize
 
 
 def build_model(tokenizer, seed: int = 0, hidden_size: int = 128, num_layers: int = 4, num_heads: int = 4,
-                intermediate_size: int = 352) -> LlamaForCausalLM:
+                intermediate_size: int = 352, vocab_size: int | None = None,
+                max_position_embeddings: int = 1024) -> LlamaForCausalLM:
+    """`vocab_size` larger than the tokenizer gives the embedding and output layers a real model's
+    shape (Llama 3: 128,256 rows), which is what decides memory at long lengths; real checkpoints
+    also carry more rows than their tokenizer has tokens."""
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size,
+        vocab_size=max(len(tokenizer), vocab_size or 0), hidden_size=hidden_size, intermediate_size=intermediate_size,
         num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=max(1, num_heads // 2),
-        max_position_embeddings=1024, tie_word_embeddings=True, rope_theta=10000.0,
+        max_position_embeddings=max_position_embeddings, tie_word_embeddings=True, rope_theta=10000.0,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
     )
     torch.manual_seed(seed)
@@ -79,6 +83,7 @@ def build_tiny(output_dir: str, seed: int = 0, **model_kwargs) -> int:
     """Build, save and return the parameter count of the tiny model."""
     tokenizer = build_tokenizer(seed)
     model = build_model(tokenizer, seed, **model_kwargs)
+    tokenizer.model_max_length = model.config.max_position_embeddings
     os.makedirs(output_dir, exist_ok=True)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
@@ -93,9 +98,12 @@ def main(argv=None) -> None:
     p.add_argument("--num_layers", type=int, default=4)
     p.add_argument("--num_heads", type=int, default=4)
     p.add_argument("--intermediate_size", type=int, default=352)
+    p.add_argument("--vocab_size", type=int, default=None, help="embedding rows (e.g. 128256 for Llama 3's shape)")
+    p.add_argument("--max_position_embeddings", type=int, default=1024)
     a = p.parse_args(argv)
     n = build_tiny(a.output_dir, a.seed, hidden_size=a.hidden_size, num_layers=a.num_layers,
-                   num_heads=a.num_heads, intermediate_size=a.intermediate_size)
+                   num_heads=a.num_heads, intermediate_size=a.intermediate_size, vocab_size=a.vocab_size,
+                   max_position_embeddings=a.max_position_embeddings)
     print(f"saved a {n / 1e6:.2f}M-parameter tiny Llama and its tokenizer to {a.output_dir}")
 
 

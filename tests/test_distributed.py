@@ -48,7 +48,7 @@ def test_m_dpo_reference_pass_is_shared_between_processes(tiny_model_dir, tmp_pa
     out = str(tmp_path / "mdpo")
     launch("run_m_dpo.py", "--config", os.path.join(ROOT, "configs", "mdpo_demo.yaml"), "--model_name_or_path",
            tiny_model_dir, "--pairs_file", str(pairs_file), "--output_dir", out, "--max_steps", "2",
-           "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "3", "--logging_steps", "1",
+           "--per_device_train_batch_size", "4", "--precompute_ref_batch_size", "3", "--logging_steps", "1",
            "--disable_tqdm", "true", port=29542)
     first = _log_history(out)[0]
     assert abs(first["rewards/chosen"]) < 1e-5 and abs(first["rewards/rejected"]) < 1e-5

@@ -204,6 +204,6 @@ def test_rpo_alpha_adds_the_chosen_nll_and_dpo_weight_scales_the_dpo_term(tiny_m
     batch = collate_prompt_response([encode_prompt_response(tok, p["prompt"], p["chosen"]) for p in pairs],
                                     tok.pad_token_id)
     with torch.no_grad():
-        nll = model(**batch).loss.item()
+        nll = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss.item()
     assert losses[0.5, 1.0] == pytest.approx(losses[None, 1.0] + 0.5 * nll, abs=1e-5)
     assert losses[0.5, 0.0] == pytest.approx(0.5 * nll, abs=1e-5) and losses[None, 1.0] > 0.1

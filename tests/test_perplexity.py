@@ -18,7 +18,7 @@ def test_perplexity_is_exp_of_the_models_own_masked_loss(tiny_model_dir):
     for p, r in zip(prompts, responses):  # one at a time, no padding: the model's own loss
         ex = collate_prompt_response([encode_prompt_response(tok, p, r)], tok.pad_token_id)
         with torch.no_grad():
-            expected.append(math.exp(model(**ex).loss.item()))
+            expected.append(math.exp(model(input_ids=ex["input_ids"], labels=ex["labels"]).loss.item()))
     got = response_perplexities(model, tok, prompts, responses, batch_size=3)  # one padded batch
     for g, e in zip(got, expected):
         assert abs(g - e) <= 1e-5 * e, (got, expected)
