@@ -1,4 +1,4 @@
-"""Pairwise accuracy of a judge (design.md §6).
+"""Pairwise accuracy of a judge (docs/method.md, "Evaluating a judge").
 
     python run_eval.py --model_name_or_path M --model_type generative|scalar --eval_files a.jsonl [b.jsonl ...]
         --output_file results.json [--num_samples 1 --batch_size 64 --max_new_tokens 256]
@@ -26,9 +26,9 @@ from data.rewardbench import is_rewardbench, section_scores
 from data.schemas import load_prefs
 from data.templates import judge_prompt_groups, scalar_rm_text, template_ids
 from generate.parsing import parse_verdict
-from generate.sampling import HFSampler
-from models.loading import ModelArguments, load_model_and_tokenizer
-from utils.config import parse_args, require, run_main
+from generate.sampling import HFSampler, check_sampling_lengths
+from models.loading import ModelArguments, load_model, load_tokenizer, model_context_length
+from utils.config import check_settings, parse_args, require, run_main
 from utils.io import DataError, write_json
 from utils.logging import get_logger
 from utils.seed import derive_seed
@@ -46,7 +46,10 @@ class EvalArguments:
     num_samples: int = field(default=1, metadata={"help": "1 = greedy; more = sampled with a majority vote."})
     temperature: float = field(default=0.7, metadata={"help": "Used when num_samples > 1."})
     batch_size: int = field(default=64)
-    max_new_tokens: int = field(default=256)
+    max_new_tokens: int = field(default=512, metadata={"help": "The same as refinement's, so a judgment the judge "
+                                                                "was trained to write is not cut here."})
+    max_prompt_length: int = field(default=None, metadata={
+        "help": "Prompts longer than this are shortened in the middle of the answers, as in refinement and SFT."})
     max_length: int = field(default=1024, metadata={"help": "Scalar RM input truncation."})
     max_items: int = field(default=None, metadata={"help": "Evaluate only the first N pairs of each file."})
     items_per_chunk: int = field(default=64, metadata={"help": "Unit of seeding, sharding and resuming."})
@@ -64,23 +67,26 @@ def majority(verdicts: list[str | None]) -> str | None:
 def judge_generative(rows, model, tokenizer, args: EvalArguments, seed: int) -> list[dict]:
     (tid,) = template_ids(args.template)
     sampler = HFSampler(model, tokenizer, batch_size=args.batch_size)
-    groups = [g for r in rows for g in judge_prompt_groups(tokenizer, r, [tid])]
+    groups = [g for r in rows for g in judge_prompt_groups(tokenizer, r, [tid], max_prompt_length=args.max_prompt_length)]
     greedy = args.num_samples == 1
     outs = sampler.generate([g["prompt"] for g in groups], args.num_samples,
                             0.0 if greedy else args.temperature, args.max_new_tokens, seed=seed)
     records = []
     for k, r in enumerate(rows):
         orders = []
-        for g, responses in zip(groups[2 * k : 2 * k + 2], outs[2 * k : 2 * k + 2]):
-            verdicts = [parse_verdict(x) for x in responses]
+        for g, completions in zip(groups[2 * k : 2 * k + 2], outs[2 * k : 2 * k + 2]):
+            verdicts = [parse_verdict(c.text) for c in completions]
             verdict = majority(verdicts)
-            orders.append({"pos_slot": g["pos_slot"], "prompt": g["prompt"], "responses": responses,
+            orders.append({"pos_slot": g["pos_slot"], "prompt": g["prompt"], "prompt_shortened": g["shortened"],
+                           "responses": [c.text for c in completions], "finished": [c.finished for c in completions],
                            "verdicts": verdicts, "verdict": verdict, "correct": verdict == g["pos_slot"]})
         picks = [None if o["verdict"] is None else o["verdict"] == o["pos_slot"] for o in orders]
         records.append({"index": r["_index"], "id": r["id"], "category": r.get("category"), "orders": orders,
                         "correct": sum(o["correct"] for o in orders) / 2,
                         "consistent": picks[0] is not None and picks[0] == picks[1],
-                        "parse_failures": sum(o["verdict"] is None for o in orders)})
+                        "parse_failures": sum(o["verdict"] is None for o in orders),
+                        "unfinished": sum(not f for o in orders for f in o["finished"]),
+                        "prompts_shortened": sum(o["prompt_shortened"] for o in orders)})
     return records
 
 
@@ -116,6 +122,9 @@ def summarize(records: list[dict], generative: bool) -> dict:
     if generative:
         summary["consistency"] = sum(r["consistent"] for r in records) / len(records)
         summary["parse_failure_rate"] = sum(r["parse_failures"] for r in records) / (2 * len(records))
+        judgments = sum(len(o["finished"]) for r in records for o in r["orders"])
+        summary["unfinished_rate"] = sum(r["unfinished"] for r in records) / judgments
+        summary["prompts_shortened"] = sum(r["prompts_shortened"] for r in records)
     if is_rewardbench(by_cat):
         summary["sections"] = section_scores({c: v["accuracy"] for c, v in summary["categories"].items()})
     return summary
@@ -126,7 +135,8 @@ def markdown_table(results: dict) -> str:
     for name, res in results.items():
         extra = ""
         if "consistency" in res:
-            extra = f" (consistency {res['consistency']:.3f}, parse failures {res['parse_failure_rate']:.3f})"
+            extra = (f" (consistency {res['consistency']:.3f}, parse failures {res['parse_failure_rate']:.3f}, "
+                     f"unfinished {res['unfinished_rate']:.3f})")
         lines.append(f"| {name} | **all**{extra} | {res['n']} | **{res['accuracy']:.3f}** |")
         for cat, c in res["categories"].items():
             lines.append(f"| {name} | {cat} | {c['n']} | {c['accuracy']:.3f} |")
@@ -139,9 +149,21 @@ def main(argv=None) -> None:
     model_args, args = parse_args((ModelArguments, EvalArguments), argv)
     require(model_name_or_path=model_args.model_name_or_path, eval_files=args.eval_files,
             output_file=args.output_file)
-    if args.model_type not in ("generative", "scalar"):
-        raise DataError(f"--model_type must be generative or scalar, got {args.model_type!r}")
+    check_settings(args, at_least={"num_samples": 1, "batch_size": 1, "max_new_tokens": 1, "max_prompt_length": 1,
+                                   "max_length": 2, "max_items": 1, "items_per_chunk": 1},
+                   above={"temperature": 0.0}, choices={"model_type": ("generative", "scalar")})
+    tids = template_ids(args.template)
+    if len(tids) != 1:
+        raise DataError(f"--template takes one template id, got {args.template!r}")
+    tid = tids[0]
     data = {path: load_prefs(path)[: args.max_items] for path in args.eval_files}  # validate all first
+    tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.trust_remote_code)
+    if args.model_type == "generative":  # every prompt fits the model with its judgment, before any model loads
+        check_sampling_lengths(tokenizer, [(f"{path}: item {r['id']!r}, answer A {g['pos_slot']}", g["prompt"])
+                                           for path, rows in data.items() for r in rows
+                                           for g in judge_prompt_groups(tokenizer, r, [tid],
+                                                                        max_prompt_length=args.max_prompt_length)],
+                               args.max_new_tokens, model_context_length(model_args, tokenizer))
     # One process, or one of several under `accelerate launch` / torchrun, each judging its chunks.
     state = process_state()
     work_dir = args.output_file + ".parts"  # per-process logs of finished chunks, for resuming
@@ -153,11 +175,10 @@ def main(argv=None) -> None:
     if args.model_type == "scalar":
         from transformers import AutoModelForSequenceClassification
 
-        model, tokenizer = load_model_and_tokenizer(model_args, AutoModelForSequenceClassification, "SEQ_CLS",
-                                                    num_labels=1)
+        model = load_model(model_args, tokenizer, AutoModelForSequenceClassification, "SEQ_CLS", num_labels=1)
         tokenizer.padding_side = "right"
     else:
-        model, tokenizer = load_model_and_tokenizer(model_args)
+        model = load_model(model_args, tokenizer)
     model.to(state.device)
     judge = judge_generative if args.model_type == "generative" else judge_scalar
     results, items = {}, {}

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import gc
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 
 from accelerate.utils.memory import clear_device_cache
 
+from data.collate import IGNORE_INDEX
 from data.schemas import load_pairs
 from models.loading import ModelArguments, load_model, load_tokenizer
 from models.losses import weights_for_pairs
@@ -37,10 +39,33 @@ class MDPOScriptArguments:
     ref_model_name_or_path: str = field(default=None, metadata={"help": "Reference model; default: the start."})
 
 
-def build_dataset(pairs: list[dict], tokenizer, args: MDPOConfig) -> list[dict]:
-    weights = weights_for_pairs(pairs, args.weighting, args.alpha, args.normalize_weights)
-    return [encode_pair(tokenizer, p["prompt"], p["chosen"], p["rejected"], w, args.max_length, args.max_prompt_length)
-            for p, w in zip(pairs, weights.tolist())]
+def build_dataset(pairs: list[dict], tokenizer, args: MDPOConfig, path: str = "pairs") -> list[dict]:
+    """Encoded pairs with their weights. A pair whose chosen equals its rejected teaches nothing
+    and one longer than max_length cannot be trained without cutting it: both are left out and
+    counted. A prompt over max_prompt_length means the pairs came from another budget: an error."""
+    encoded, skipped = [], Counter()
+    for i, p in enumerate(pairs):
+        if p["chosen"] == p["rejected"] and p.get("chosen_finished", True) == p.get("rejected_finished", True):
+            skipped["chosen equals rejected"] += 1
+            continue
+        ex = encode_pair(tokenizer, p["prompt"], p["chosen"], p["rejected"], 1.0, p.get("chosen_finished", True),
+                         p.get("rejected_finished", True))
+        prompt_tokens = ex["chosen_labels"].count(IGNORE_INDEX)
+        if args.max_prompt_length is not None and prompt_tokens > args.max_prompt_length:
+            raise DataError(f"{path}: record {i + 1}: the prompt has {prompt_tokens} tokens, more than "
+                            f"--max_prompt_length {args.max_prompt_length}; use the value refinement used")
+        if pair_length(ex) > args.max_length:
+            skipped[f"longer than --max_length {args.max_length}"] += 1
+            continue
+        encoded.append((p, ex))
+    for reason, n in skipped.items():
+        log.warning("%s: %d of %d pairs left out: %s", path, n, len(pairs), reason)
+    if not encoded:
+        raise DataError(f"{path}: no pair left to train on ({', '.join(f'{n} {r}' for r, n in skipped.items())})")
+    weights = weights_for_pairs([p for p, _ in encoded], args.weighting, args.alpha, args.normalize_weights)
+    for (_, ex), w in zip(encoded, weights.tolist()):
+        ex["weight"] = w
+    return [ex for _, ex in encoded]
 
 
 def check_pairs(pairs: list[dict], path: str, weighting: str) -> None:
@@ -66,14 +91,12 @@ def main(argv=None) -> None:
     model_args, script_args, args = parse_args((ModelArguments, MDPOScriptArguments, MDPOConfig), argv)
     require(model_name_or_path=model_args.model_name_or_path, pairs_file=script_args.pairs_file,
             output_dir=args.output_dir)
-    if args.weighting not in ("levels", "scores", "none"):
-        raise DataError(f"--weighting must be levels, scores or none, got {args.weighting!r}")
     live_reference = not args.precompute_ref_log_probs
     check_training_setup(model_args, args, live_reference=live_reference)
     pairs = load_pairs(script_args.pairs_file)
     check_pairs(pairs, script_args.pairs_file, args.weighting)
     tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.trust_remote_code)
-    dataset = build_dataset(pairs, tokenizer, args)
+    dataset = build_dataset(pairs, tokenizer, args, script_args.pairs_file)
     check_reference_budget(dataset, args)  # everything checked before any model is loaded
 
     ref_path = script_args.ref_model_name_or_path or model_args.model_name_or_path

@@ -52,7 +52,10 @@ class PipelineArguments:
     refine_args: str = field(default="")
     mdpo_args: str = field(default="")
     bt_args: str = field(default="")
-    eval_args: str = field(default="--max_new_tokens 64 --batch_size 128")
+    eval_args: str = field(default="--batch_size 128")
+    max_prompt_length: int = field(default=None, metadata={
+        "help": "One prompt budget for SFT, refinement, label pairs, M-DPO and evaluation."})
+    max_new_tokens: int = field(default=None, metadata={"help": "One judgment length for refinement and evaluation."})
     eval_split: str = field(default="test", metadata={"help": "test or val (choose settings on val)."})
 
 
@@ -92,25 +95,32 @@ class Pipeline:
         if stage == "sft":
             return [py, "run_sft.py", "--config", a.sft_config, "--model_name_or_path", p["tiny"],
                     "--train_file", self.data("sft.jsonl"), "--output_dir", p["sft"], "--seed", str(a.seed),
-                    *shlex.split(a.sft_args)]
+                    *self.lengths(), *shlex.split(a.sft_args)]
         if stage == "refine":
             return [py, "run_preference_refinement.py", "--config", a.refine_config, "--model_name_or_path", p["sft"],
                     "--pref_file", self.data("prefs.jsonl"), "--output_dir", p["refine"], "--seed", str(a.seed),
-                    *shlex.split(a.refine_args)]
+                    *self.lengths(new_tokens=True), *shlex.split(a.refine_args)]
         if stage in ("mdpo", "dpo", "label_mdpo"):  # the same trainer on refined or label pairs
             pairs = os.path.join(p["label_pairs" if stage == "label_mdpo" else "refine"], "pairs.jsonl")
             weighting = ["--weighting", "none"] if stage == "dpo" else []
             return [py, "run_m_dpo.py", "--config", a.mdpo_config, "--model_name_or_path", p["sft"],
                     "--pairs_file", pairs, "--output_dir", p[stage], "--seed", str(a.seed),
-                    *shlex.split(a.mdpo_args), *weighting]
+                    *self.lengths(), *shlex.split(a.mdpo_args), *weighting]
         if stage == "label_pairs":
             return [py, "-m", "data.label_pairs", "--model_name_or_path", p["sft"], "--pref_file",
-                    self.data("prefs.jsonl"), "--output", os.path.join(p["label_pairs"], "pairs.jsonl")]
+                    self.data("prefs.jsonl"), "--output", os.path.join(p["label_pairs"], "pairs.jsonl"), *self.lengths()]
         if stage == "bt":
             return [py, "run_bt_baseline.py", "--config", a.bt_config, "--model_name_or_path", p["sft"],
                     "--train_file", self.data("prefs.jsonl"), "--output_dir", p["bt"], "--seed", str(a.seed),
                     *shlex.split(a.bt_args)]
         raise ValueError(stage)
+
+    def lengths(self, new_tokens: bool = False) -> list[str]:
+        """The pipeline's one prompt budget (and judgment length) as flags for a stage."""
+        flags = [] if self.a.max_prompt_length is None else ["--max_prompt_length", str(self.a.max_prompt_length)]
+        if new_tokens and self.a.max_new_tokens is not None:
+            flags += ["--max_new_tokens", str(self.a.max_new_tokens)]
+        return flags
 
     def judges(self) -> list[tuple[str, str, str, str]]:
         """(key, display name, checkpoint, model type) of every judge to evaluate."""
@@ -124,7 +134,8 @@ class Pipeline:
         for key, name, path, kind in self.judges():
             out = os.path.join(self.paths["eval"], f"{key}.json")
             run([sys.executable, "run_eval.py", "--model_name_or_path", path, "--model_type", kind,
-                 "--eval_files", eval_file, "--output_file", out, *shlex.split(self.a.eval_args)])
+                 "--eval_files", eval_file, "--output_file", out, *self.lengths(new_tokens=True),
+                 *shlex.split(self.a.eval_args)])
             rows.append((name, read_result(out)))
         table = results_table(rows, f"{self.a.eval_split}, n={rows[0][1]['n']}")
         with open(os.path.join(self.paths["eval"], "table.md"), "w", encoding="utf-8") as f:

@@ -24,10 +24,10 @@ from data.templates import ORDERS, judge_prompt_groups, template_ids
 from generate.levels import assign_level, build_pairs, refinement_stats, resolve_threshold
 from generate.parsing import parse_verdict
 from generate.perplexity import ppl_score, response_perplexities
-from generate.sampling import HFSampler
-from models.loading import ModelArguments, load_model, load_tokenizer
-from utils.config import parse_args, require, run_main
-from utils.io import DataError, write_json, write_jsonl
+from generate.sampling import HFSampler, check_sampling_lengths, parse_temperatures
+from models.loading import ModelArguments, load_model, load_tokenizer, model_context_length
+from utils.config import check_settings, parse_args, require, run_main
+from utils.io import write_json, write_jsonl
 from utils.logging import get_logger
 from utils.seed import derive_seed, set_seed
 from utils.sharding import ChunkedRun, check_fingerprint, process_state, remove_shards
@@ -45,7 +45,11 @@ class RefinementArguments:
     templates: str = field(default="all", metadata={"help": "'all' or comma-separated template ids."})
     orders: str = field(default="both", metadata={"help": "both | A | B: slot(s) of the good answer."})
     max_new_tokens: int = field(default=256)
-    max_length: int = field(default=None, metadata={"help": "Truncation of prompt + response for scoring."})
+    max_prompt_length: int = field(default=None, metadata={
+        "help": "Prompts longer than this many tokens are shortened in the middle of the answers (then the "
+                "question) before templating; use the same value in SFT, M-DPO and evaluation."})
+    unfinished: str = field(default="reject", metadata={
+        "help": "Samples cut at max_new_tokens: 'reject' (always a rejected level) or 'drop' (no level, no pair)."})
     tau: float = field(default=10.0, metadata={"help": "score = exp(-PPL / tau)."})
     threshold: str = field(default="0.5", metadata={"help": "Score threshold p: a number, 'median' or 'qX'."})
     drop_unparseable: bool = field(default=False, metadata={"help": "Drop samples without a verdict instead of rejecting them."})
@@ -61,7 +65,7 @@ class RefinementArguments:
     # Fields that may change between a stopped run and its continuation: they act after sampling
     # (levels and pairs are rebuilt from the logged samples). Batch sizes may not: they decide
     # which rows share a random stream and a padded forward.
-    RESUMABLE = ("max_items", "threshold", "drop_unparseable", "max_pairs_per_item")
+    RESUMABLE = ("max_items", "threshold", "drop_unparseable", "max_pairs_per_item", "unfinished")
 
 
 def samples_per_temperature(k: int, temperatures: list[float]) -> list[int]:
@@ -69,28 +73,28 @@ def samples_per_temperature(k: int, temperatures: list[float]) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(len(temperatures))]
 
 
-def process_chunk(chunk_index: int, items: list[dict], sampler, model, tokenizer, args: RefinementArguments,
-                  templates: list[str], temperatures: list[float]) -> list[dict]:
-    """Sample, parse and score every judgment of one chunk; levels come later (they may depend on
-    the scores of all chunks)."""
-    groups = [(item, g) for item in items for g in judge_prompt_groups(tokenizer, item, templates, ORDERS[args.orders])]
+def process_chunk(chunk_index: int, groups: list[tuple[dict, dict]], sampler, model, tokenizer,
+                  args: RefinementArguments, temperatures: list[float]) -> list[dict]:
+    """Sample, parse and score every judgment of one chunk's prompt groups; levels come later
+    (they may depend on the scores of all chunks)."""
     prompts = [g["prompt"] for _, g in groups]
     records = []
     for t_index, (temp, k) in enumerate(zip(temperatures, samples_per_temperature(args.num_samples, temperatures))):
         if k == 0:
             continue
         outs = sampler.generate(prompts, k, temp, args.max_new_tokens, seed=derive_seed(args.seed, chunk_index, t_index))
-        for (item, g), responses in zip(groups, outs):
-            for j, response in enumerate(responses):
-                verdict = parse_verdict(response)
+        for (item, g), completions in zip(groups, outs):
+            for j, completion in enumerate(completions):
+                verdict = parse_verdict(completion.text)
                 records.append({
                     "item_id": str(item["id"]), "category": item.get("category"), "prompt_id": g["prompt_id"],
                     "template": g["template"], "pos_slot": g["pos_slot"], "temperature": temp, "sample": j,
-                    "prompt": g["prompt"], "response": response, "verdict": verdict,
-                    "correct": verdict == g["pos_slot"],
+                    "prompt": g["prompt"], "prompt_shortened": g["shortened"], "response": completion.text,
+                    "finished": completion.finished, "verdict": verdict, "correct": verdict == g["pos_slot"],
                 })
     ppls = response_perplexities(model, tokenizer, [r["prompt"] for r in records], [r["response"] for r in records],
-                                 args.scoring_batch_size, args.max_length, args.scoring_max_tokens)
+                                 args.scoring_batch_size, max_tokens=args.scoring_max_tokens,
+                                 finished=[r["finished"] for r in records])
     for r, ppl in zip(records, ppls):
         r["ppl"] = ppl
         r["score"] = ppl_score(ppl, args.tau)
@@ -104,29 +108,34 @@ def check_resume(args: RefinementArguments, model_args: ModelArguments) -> None:
                       exclude=(*RefinementArguments.RESUMABLE, "output_dir"))  # a moved run directory still resumes
 
 
-def check_scoring_budget(items: list[dict], tokenizer, args: RefinementArguments, templates: list[str]) -> None:
-    """The longest judgment that can be scored (longest prompt + max_new_tokens + EOS) must fit the
-    scoring token budget: checked before any model is loaded."""
-    if args.scoring_max_tokens is None:
-        return
-    groups = [(item, g) for item in items for g in judge_prompt_groups(tokenizer, item, templates, ORDERS[args.orders])]
-    lengths = [len(ids) for ids in tokenizer([g["prompt"] for _, g in groups], add_special_tokens=False)["input_ids"]]
-    k = max(range(len(groups)), key=lengths.__getitem__)
-    longest, where = lengths[k], f"{args.pref_file}: item {groups[k][0]['id']!r}, prompt {groups[k][1]['prompt_id']}"
-    need = longest + args.max_new_tokens + 1
-    if args.max_length is not None:
-        need = min(need, args.max_length)
-    if need > args.scoring_max_tokens:
-        raise DataError(f"--scoring_max_tokens {args.scoring_max_tokens} is smaller than the longest judgment to "
-                        f"score ({need} tokens: {where}, {longest} prompt tokens + max_new_tokens + EOS)")
+def validate(args: RefinementArguments) -> list[float]:
+    """Every setting checked before anything is loaded or written; returns the temperatures."""
+    check_settings(args, at_least={"num_samples": 1, "max_new_tokens": 1, "max_prompt_length": 1,
+                                   "max_pairs_per_item": 1, "max_items": 1, "items_per_chunk": 1,
+                                   "generation_batch_size": 1, "scoring_batch_size": 1, "scoring_max_tokens": 1},
+                   above={"tau": 0.0, "top_p": 0.0}, at_most={"top_p": 1.0},
+                   choices={"orders": tuple(ORDERS), "unfinished": ("reject", "drop")})
+    template_ids(args.templates)
+    resolve_threshold(args.threshold, [])
+    return parse_temperatures(args.temperatures)
+
+
+def prompt_groups(items: list[dict], tokenizer, args: RefinementArguments, templates: list[str]) -> list[list[tuple]]:
+    """Every item's prompt groups, fitted to max_prompt_length, built once (chunks reuse them)."""
+    return [[(item, g) for g in judge_prompt_groups(tokenizer, item, templates, ORDERS[args.orders],
+                                                    args.max_prompt_length)] for item in items]
 
 
 def finalize(records: list[dict], args: RefinementArguments) -> tuple[list[dict], list[dict], dict]:
-    if args.drop_unparseable:
-        records = [r for r in records if r["verdict"] is not None]
-    threshold = resolve_threshold(args.threshold, [r["score"] for r in records])
+    """Levels for the usable samples (parseable if --drop_unparseable, finished if --unfinished drop;
+    an unfinished sample is otherwise always rejected), then pairs and stats. Every sample stays in
+    samples.jsonl; an unusable one has level null."""
+    def usable(r):
+        return not ((args.drop_unparseable and r["verdict"] is None) or (args.unfinished == "drop" and not r["finished"]))
+
+    threshold = resolve_threshold(args.threshold, [r["score"] for r in records if usable(r)])
     for r in records:
-        r["level"] = assign_level(r["correct"], r["score"], threshold)
+        r["level"] = assign_level(r["correct"] and r["finished"], r["score"], threshold) if usable(r) else None
     pairs = build_pairs(records, args.max_pairs_per_item)
     return records, pairs, refinement_stats(records, pairs, threshold)
 
@@ -134,16 +143,16 @@ def finalize(records: list[dict], args: RefinementArguments) -> tuple[list[dict]
 def main(argv=None) -> None:
     model_args, args = parse_args((ModelArguments, RefinementArguments), argv)
     require(model_name_or_path=model_args.model_name_or_path, pref_file=args.pref_file, output_dir=args.output_dir)
-    if args.orders not in ORDERS:
-        raise DataError(f"--orders must be one of {', '.join(ORDERS)}, got {args.orders!r}")
+    temperatures = validate(args)
     templates = template_ids(args.templates)
-    temperatures = [float(t) for t in str(args.temperatures).split(",") if t.strip()]
-    resolve_threshold(args.threshold, [])  # fail early on a malformed threshold
     items = load_prefs(args.pref_file)
     if args.max_items is not None:
         items = items[: args.max_items]
     tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.trust_remote_code)
-    check_scoring_budget(items, tokenizer, args, templates)
+    groups = prompt_groups(items, tokenizer, args, templates)
+    check_sampling_lengths(tokenizer, [(f"{args.pref_file}: item {item['id']!r}, prompt {g['prompt_id']}", g["prompt"])
+                                       for item_groups in groups for item, g in item_groups],
+                           args.max_new_tokens, model_context_length(model_args, tokenizer), args.scoring_max_tokens)
     # One process, or one of several under `accelerate launch` / torchrun (gloo on CPU).
     state = process_state()
     if state.is_main_process:
@@ -159,12 +168,12 @@ def main(argv=None) -> None:
     model.to(state.device)
     sampler = HFSampler(model, tokenizer, batch_size=args.generation_batch_size, top_p=args.top_p)
     size = args.items_per_chunk
-    chunks = [items[i : i + size] for i in range(0, len(items), size)]
-    run = ChunkedRun(state, args.output_dir, "samples", [{str(it["id"]) for it in ch} for ch in chunks],
+    chunks = [range(i, min(i + size, len(items))) for i in range(0, len(items), size)]
+    run = ChunkedRun(state, args.output_dir, "samples", [{str(items[i]["id"]) for i in ch} for ch in chunks],
                      item_of=lambda r: r["item_id"],
                      key_of=lambda r: (r["item_id"], r["prompt_id"], r["temperature"], r["sample"]))
-    records = run.run(lambda c: process_chunk(c, chunks[c], sampler, model, tokenizer, args, templates, temperatures),
-                      desc="refine")
+    records = run.run(lambda c: process_chunk(c, [ig for i in chunks[c] for ig in groups[i]], sampler, model, tokenizer,
+                                              args, temperatures), desc="refine")
     if records is None:  # not process 0: it merges and writes the outputs
         return
     records, pairs, stats = finalize(records, args)
@@ -178,7 +187,8 @@ def main(argv=None) -> None:
 def summary_line(stats: dict) -> str:
     lv = stats["levels"]
     return (f"refinement: {stats['items']} items, {stats['samples']} samples "
-            f"(accuracy {stats['sample_accuracy']}, {stats['parse_failures']} unparseable), "
+            f"(accuracy {stats['sample_accuracy']}, {stats['parse_failures']} unparseable, "
+            f"{stats['unfinished']} unfinished, {stats['prompts_shortened']} on shortened prompts), "
             f"levels SA={lv['SA']} WA={lv['WA']} WR={lv['WR']} SR={lv['SR']} at p={stats['threshold']:.4g}, "
             f"{stats['pairs']} pairs ({stats['pairs_per_item']}/item, {stats['items_without_pairs']} items without)")
 

@@ -14,11 +14,12 @@ from transformers import TrainingArguments
 
 from data.collate import PromptResponseCollator, encode_prompt_response
 from data.schemas import load_sft
-from data.templates import apply_chat, format_response, judge_prompt, template_ids
+from data.templates import apply_chat, fit_prompt, format_response, judge_prompt, template_ids
 from models.loading import ModelArguments, load_tokenizer
 from models.sft_trainer import SFTTrainer
 from models.training import check_training_setup, load_trainable_model, train_and_save
-from utils.config import parse_args, require, run_main
+from utils.config import check_prompt_budget, check_settings, parse_args, require, run_main
+from utils.io import DataError
 from utils.logging import get_logger
 from utils.seed import derive_seed
 
@@ -29,8 +30,11 @@ log = get_logger("run_sft")
 class SFTDataArguments:
     train_file: str = field(default=None, metadata={"help": "JSONL of SFT rows (judge form or plain form)."})
     templates: str = field(default="all", metadata={"help": "Judge template ids spread over rows: 'all' or 'a,b'."})
-    max_length: int = field(default=512, metadata={"help": "Max tokens of prompt + response (see data.collate)."})
-    max_prompt_length: int = field(default=None, metadata={"help": "Prompts are cut from the left to this."})
+    max_length: int = field(default=512, metadata={"help": "Max tokens of prompt + response; longer rows are "
+                                                                 "left out and counted, never cut."})
+    max_prompt_length: int = field(default=None, metadata={
+        "help": "Prompts longer than this are shortened in the middle of the answers (then the question) before "
+                "templating, as in refinement and evaluation (use the same value)."})
 
 
 @dataclass
@@ -41,30 +45,40 @@ class SFTConfig(TrainingArguments):
     save_strategy: str = field(default="no")
 
 
-def sft_example(row: dict, index: int, tokenizer, templates: list[str]) -> tuple[str, str]:
-    """(prompt, response) text of one SFT row."""
+def sft_example(row: dict, index: int, tokenizer, templates: list[str],
+                max_prompt_length: int | None = None) -> tuple[str, str]:
+    """(prompt, response) text of one SFT row, the prompt fitted to `max_prompt_length`."""
     if "verdict" in row:
         # Hashed, not index % n: data sets that cycle through task families by index would
         # otherwise tie each family to one template.
         tid = templates[derive_seed(0, index) % len(templates)]
-        prompt = judge_prompt(tokenizer, tid, row["question"], row["answer_a"], row["answer_b"])
+        prompt = judge_prompt(tokenizer, tid, row["question"], row["answer_a"], row["answer_b"], max_prompt_length)
         return prompt, format_response(row["chain_of_thought"], row["verdict"])
-    return apply_chat(tokenizer, row["question"]), row["chain_of_thought"]
+    prompt, _ = fit_prompt(tokenizer, lambda f: apply_chat(tokenizer, f[0]), [row["question"]], max_prompt_length,
+                           question_first=False)
+    return prompt, row["chain_of_thought"]
 
 
 def build_dataset(rows: list[dict], tokenizer, data_args: SFTDataArguments) -> list[dict]:
+    """Encoded rows; a row still longer than max_length once its prompt is fitted is left out."""
     templates = template_ids(data_args.templates)
-    return [
-        encode_prompt_response(tokenizer, *sft_example(r, i, tokenizer, templates), data_args.max_length,
-                               data_args.max_prompt_length)
-        for i, r in enumerate(rows)
-    ]
+    examples = [encode_prompt_response(tokenizer, *sft_example(r, i, tokenizer, templates, data_args.max_prompt_length))
+                for i, r in enumerate(rows)]
+    kept = [ex for ex in examples if data_args.max_length is None or len(ex["input_ids"]) <= data_args.max_length]
+    if not kept:
+        raise DataError(f"{data_args.train_file}: every row is longer than --max_length {data_args.max_length}")
+    if len(kept) < len(examples):
+        log.warning("%d of %d rows are longer than --max_length %d and are left out", len(examples) - len(kept),
+                    len(examples), data_args.max_length)
+    return kept
 
 
 def main(argv=None) -> None:
     model_args, data_args, args = parse_args((ModelArguments, SFTDataArguments, SFTConfig), argv)
     require(model_name_or_path=model_args.model_name_or_path, train_file=data_args.train_file,
             output_dir=args.output_dir)
+    check_settings(data_args, at_least={"max_length": 2, "max_prompt_length": 1})
+    check_prompt_budget(data_args.max_prompt_length, data_args.max_length)
     check_training_setup(model_args, args)
     rows = load_sft(data_args.train_file)  # validate all input before anything is written
     tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.trust_remote_code)

@@ -67,7 +67,7 @@ def run_variant(variant: str, model_dir: str, n_pairs: int, batch_size: int, ste
         precompute = variant == "ours_precomputed_ref"
         args = MDPOConfig(beta=beta, weighting="none", max_length=512, precompute_ref_log_probs=precompute,
                           precompute_ref_batch_size=64, **common)
-        data = [encode_pair(tok, p["prompt"], p["chosen"], p["rejected"], 1.0, 512, None) for p in pairs]
+        data = [encode_pair(tok, p["prompt"], p["chosen"], p["rejected"], 1.0) for p in pairs]
         t_start = time.perf_counter()
         trainer = MDPOTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
                               data_collator=PairCollator(tok.pad_token_id),

@@ -139,7 +139,7 @@ def trainer_end_to_end(model, a, device, peak, liger: bool) -> list[str]:
     args = MDPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=a.pairs_per_step // 2,
                       gradient_accumulation_steps=2, max_steps=a.trainer_steps + 2, learning_rate=1e-6,
                       optim="adamw_torch_fused" if device.type == "cuda" else "adamw_torch", bf16=device.type == "cuda",
-                      logging_steps=1, report_to="none", save_strategy="no", disable_tqdm=True, rpo_alpha=1.0,
+                      logging_steps=1, report_to="none", save_strategy="no", disable_tqdm=True, loss_type=["sigmoid", "sft"],
                       precompute_ref_batch_size=a.pairs_per_step, precompute_ref_max_tokens=2 * a.pairs_per_step * a.seq,
                       use_cpu=device.type != "cuda", dataloader_num_workers=2 if device.type == "cuda" else 0)
     if device.type == "cuda":

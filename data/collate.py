@@ -1,34 +1,26 @@
 """Turning (prompt, response) text into training tensors.
 
-The prompt and the response are tokenized separately and joined, and EOS is appended to the
-response; tokenizing the joined string instead could merge tokens across the boundary and blur
-which tokens belong to the response. Prompt and padding positions carry the label -100, so every
-loss and log-probability in the project covers response tokens only.
+The prompt and the response are tokenized separately and joined (`data.tokens`: BOS once where
+the model expects one, the end-of-turn token after a finished response); tokenizing the joined
+string instead could merge tokens across the boundary and blur which tokens belong to the
+response. Prompt and padding positions carry the label -100, so every loss and log-probability in
+the project covers response tokens only. Nothing is cut here: prompts are fitted to their budget
+as text, before templating (`data.templates.fit_judge_prompt`), and a row that is still too long
+for `max_length` is left out by the stage that builds the batches, and counted.
 """
 from __future__ import annotations
 
 import torch
 
+from data.tokens import encode_prompt, encode_response
+
 IGNORE_INDEX = -100
 
 
-def encode_prompt_response(tokenizer, prompt: str, response: str, max_length: int | None = None,
-                           max_prompt_length: int | None = None) -> dict[str, list[int]]:
-    """Token ids and labels of prompt + response + EOS.
-
-    Truncation policy: the prompt loses tokens from its *start* (its end holds the answers and the
-    generation header), first down to `max_prompt_length`, then as far as needed for the response
-    to fit; the response loses tokens from its *end* only when even an empty prompt leaves too
-    little room.
-    """
-    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    r = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    if max_prompt_length is not None and len(p) > max_prompt_length:
-        p = p[len(p) - max_prompt_length:]
-    if max_length is not None and len(p) + len(r) > max_length:
-        keep_prompt = max(max_length - len(r), min(len(p), max_length // 2))
-        p = p[len(p) - keep_prompt:] if keep_prompt > 0 else []
-        r = r[: max_length - len(p)]
+def encode_prompt_response(tokenizer, prompt: str, response: str, finished: bool = True) -> dict[str, list[int]]:
+    """Token ids and labels of prompt + response (+ the end-of-turn token if `finished`)."""
+    p = encode_prompt(tokenizer, prompt)
+    r = encode_response(tokenizer, response, finished)
     return {"input_ids": p + r, "labels": [IGNORE_INDEX] * len(p) + r}
 
 

@@ -13,6 +13,7 @@ import sys
 
 from data.schemas import load_prefs
 from data.templates import ORDERS, format_response, judge_prompt_groups, template_ids
+from generate.levels import LEVEL_VALUES
 from models.loading import load_tokenizer
 from utils.io import DataError, write_jsonl
 
@@ -20,15 +21,15 @@ DEFAULT_REASONING = "Comparing the two answers to the question."
 
 
 def label_pairs(prefs: list[dict], tokenizer, templates: list[str], slots=("A", "B"),
-                reasoning: str = DEFAULT_REASONING) -> list[dict]:
+                reasoning: str = DEFAULT_REASONING, max_prompt_length: int | None = None) -> list[dict]:
     pairs = []
     for item in prefs:
-        for g in judge_prompt_groups(tokenizer, item, templates, slots):
+        for g in judge_prompt_groups(tokenizer, item, templates, slots, max_prompt_length):
             good, bad = g["pos_slot"], "B" if g["pos_slot"] == "A" else "A"
             pairs.append({"item_id": str(item["id"]), "prompt_id": g["prompt_id"], "prompt": g["prompt"],
                           "chosen": format_response(reasoning, good), "rejected": format_response(reasoning, bad),
                           "chosen_level": "SA", "rejected_level": "SR", "chosen_score": 1.0, "rejected_score": 1.0,
-                          "gap": 4})
+                          "gap": LEVEL_VALUES["SA"] - LEVEL_VALUES["SR"]})
     return pairs
 
 
@@ -40,14 +41,15 @@ def main(argv=None) -> None:
     p.add_argument("--templates", default="all")
     p.add_argument("--orders", default="both", choices=sorted(ORDERS))
     p.add_argument("--reasoning", default=DEFAULT_REASONING, help="the text before the verdict line")
+    p.add_argument("--max_prompt_length", type=int, default=None, help="the prompt budget refinement uses")
     a = p.parse_args(argv)
     try:
         prefs = load_prefs(a.pref_file)
+        pairs = label_pairs(prefs, load_tokenizer(a.model_name_or_path), template_ids(a.templates), ORDERS[a.orders],
+                            a.reasoning, a.max_prompt_length)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    pairs = label_pairs(prefs, load_tokenizer(a.model_name_or_path), template_ids(a.templates), ORDERS[a.orders],
-                        a.reasoning)
     write_jsonl(a.output, pairs)
     print(f"wrote {len(pairs)} label pairs from {len(prefs)} items to {a.output}")
 

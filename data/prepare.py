@@ -1,4 +1,4 @@
-"""Convert public preference sets (design.md §5) into the pipeline's preference pairs
+"""Convert public preference sets (docs/method.md, "Data sets") into the pipeline's preference pairs
 {id, question, answer_pos, answer_neg, category, source}.
 
     python -m data.prepare --source skywork|ultrafeedback|pku_saferlhf|rewardbench|jsonl
@@ -9,7 +9,9 @@ Message lists become a question (every turn before the last assistant reply, ren
 and the two last replies. Rows that cannot be converted (ties, empty answers, missing fields) are
 skipped and counted; a file that is not the named schema at all is an error. Exact duplicates are
 removed, pairs whose normalized question appears in an --exclude file are dropped, and the
-few-shot sample is seeded. A summary is printed and saved beside the output.
+few-shot sample is seeded. A summary is printed and saved beside the output; with --tokenizer it
+also holds token-length statistics and, with --max_prompt_length, how many judge prompts that
+budget would shorten.
 """
 from __future__ import annotations
 
@@ -121,6 +123,8 @@ def load_rows(source: str, input_path: str, split: str | None) -> list[dict]:
                     rows = json.load(f)
                 except json.JSONDecodeError as e:
                     raise DataError(f"{input_path}:{e.lineno}: invalid JSON ({e.msg})") from None
+                except UnicodeDecodeError:
+                    raise DataError(f"{input_path}: not UTF-8; re-encode the file as UTF-8") from None
             if isinstance(rows, dict):
                 rows = rows.get(split or "train", rows.get("data"))
             if not isinstance(rows, list):
@@ -188,6 +192,30 @@ def prepare(source: str, rows: list[dict], limit: int | None = None, seed: int =
     return pairs, summary
 
 
+def _percentiles(values: list[int]) -> dict:
+    s = sorted(values)
+    pick = lambda q: s[min(len(s) - 1, int(q * len(s)))]  # noqa: E731
+    return {"mean": round(sum(s) / len(s), 1), "p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "max": s[-1]}
+
+
+def length_report(pairs: list[dict], tokenizer, template: str = "compare", max_prompt_length: int | None = None) -> dict:
+    """Token lengths of the questions, answers and whole judge prompts (the chat template
+    included, good answer in slot A), and how many prompts `max_prompt_length` would shorten."""
+    from data.templates import judge_prompt
+    from data.tokens import encode_prompt
+
+    count = lambda texts: [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]  # noqa: E731
+    prompts = [len(encode_prompt(tokenizer, judge_prompt(tokenizer, template, p["question"], p["answer_pos"],
+                                                         p["answer_neg"]))) for p in pairs]
+    report = {"template": template, "question": _percentiles(count([p["question"] for p in pairs])),
+              "answer_pos": _percentiles(count([p["answer_pos"] for p in pairs])),
+              "answer_neg": _percentiles(count([p["answer_neg"] for p in pairs])), "prompt": _percentiles(prompts)}
+    if max_prompt_length is not None:
+        report["max_prompt_length"] = max_prompt_length
+        report["prompts_shortened"] = sum(n > max_prompt_length for n in prompts)
+    return report
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description="Convert a public preference set into preference pairs.")
     p.add_argument("--source", required=True, choices=sorted(SCHEMAS))
@@ -198,10 +226,22 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--exclude", nargs="*", default=[], help="test files whose questions must not appear")
     p.add_argument("--pku_preference", choices=["better", "safer"], default="better")
+    p.add_argument("--tokenizer", default=None, help="report token lengths with this tokenizer (a model dir or hub id)")
+    p.add_argument("--max_prompt_length", type=int, default=None, help="with --tokenizer: count the prompts this "
+                                                                       "budget would shorten")
+    p.add_argument("--template", default="compare", help="with --tokenizer: the judge template to measure")
     a = p.parse_args(argv)
     try:
+        if a.max_prompt_length is not None and not a.tokenizer:
+            raise DataError("--max_prompt_length needs --tokenizer")
         rows = load_rows(a.source, a.input, a.split)
         pairs, summary = prepare(a.source, rows, a.limit, a.seed, read_exclusions(a.exclude), a.pku_preference)
+        if a.tokenizer and pairs:
+            from data.templates import template_ids
+            from models.loading import load_tokenizer
+
+            template_ids(a.template)
+            summary["token_lengths"] = length_report(pairs, load_tokenizer(a.tokenizer), a.template, a.max_prompt_length)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

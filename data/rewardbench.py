@@ -1,4 +1,4 @@
-"""RewardBench's sections and its own example counts, for section scores (design.md §5).
+"""RewardBench's sections and its own example counts, for section scores (docs/method.md, "Data sets").
 
 A section score is the accuracy of each subset weighted by that subset's example count, as the
 RewardBench leaderboard computes it (math-prm is up-weighted to the 984 examples of all hep-*).

@@ -1,6 +1,7 @@
 """Record schemas of the pipeline's files and their validators (used with utils.io.read_jsonl)."""
 from __future__ import annotations
 
+from generate.levels import LEVEL_VALUES
 from utils.io import DataError, read_jsonl
 
 PREF_REQUIRED = {"id": (str, int), "question": str, "answer_pos": str, "answer_neg": str}
@@ -37,11 +38,14 @@ def validate_pair(rec: dict, where: str) -> None:
     # An empty response is a legitimate (bad) judgment: it is only EOS. An empty prompt is not.
     _non_empty(rec, ("prompt",), where)
     for f in ("chosen_level", "rejected_level"):
-        if f in rec and rec[f] not in ("SA", "WA", "WR", "SR"):
-            raise DataError(f"{where}: field '{f}' must be one of SA, WA, WR, SR, got {rec[f]!r}")
+        if f in rec and rec[f] not in LEVEL_VALUES:
+            raise DataError(f"{where}: field '{f}' must be one of {', '.join(LEVEL_VALUES)}, got {rec[f]!r}")
     for f in ("gap", "chosen_score", "rejected_score", "weight"):
-        if f in rec and not isinstance(rec[f], (int, float)):
+        if f in rec and (not isinstance(rec[f], (int, float)) or isinstance(rec[f], bool)):
             raise DataError(f"{where}: field '{f}' must be a number, got {type(rec[f]).__name__}")
+    for f in ("chosen_finished", "rejected_finished"):
+        if f in rec and not isinstance(rec[f], bool):
+            raise DataError(f"{where}: field '{f}' must be true or false, got {rec[f]!r}")
 
 
 def load_prefs(path: str) -> list[dict]:

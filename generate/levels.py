@@ -1,4 +1,4 @@
-"""Multi-level labels and within-prompt preference pairs (design.md §1 steps 2-3).
+"""Multi-level labels and within-prompt preference pairs (docs/method.md, steps 2-3).
 
 A sampled judgment is *correct* when its verdict picks the good answer. With its perplexity score
 and a threshold p it gets one of four levels, ordered SA > WA > WR > SR:
@@ -14,22 +14,28 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
+from utils.io import DataError
+
 LEVEL_VALUES = {"SA": 2, "WA": 1, "WR": -1, "SR": -2}
 ACCEPT = ("SA", "WA")
 REJECT = ("WR", "SR")
 
 
 def resolve_threshold(spec: str | float, scores: list[float]) -> float:
-    """A number, 'median', or a quantile 'qX' (e.g. 'q0.25') of the scores."""
+    """A number in [0, 1] (scores are exp(-PPL / tau), in (0, 1]), 'median', or a quantile 'qX'
+    (e.g. 'q0.25') of the scores."""
     if isinstance(spec, (int, float)):
-        return float(spec)
-    spec = str(spec).strip()
+        spec = str(spec)
+    spec = spec.strip()
     if spec == "median":
         return statistics.median(scores) if scores else 0.5
     if spec.startswith("q"):
-        q = float(spec[1:])
+        try:
+            q = float(spec[1:])
+        except ValueError:
+            q = -1.0
         if not 0.0 < q < 1.0:
-            raise ValueError(f"quantile threshold must be in (0, 1), got {spec!r}")
+            raise DataError(f"--threshold quantile must be qX with 0 < X < 1, got {spec!r}")
         if not scores:
             return 0.5
         s = sorted(scores)
@@ -37,9 +43,12 @@ def resolve_threshold(spec: str | float, scores: list[float]) -> float:
         lo = int(pos)
         return s[lo] + (s[min(lo + 1, len(s) - 1)] - s[lo]) * (pos - lo)
     try:
-        return float(spec)
+        value = float(spec)
     except ValueError:
-        raise ValueError(f"threshold must be a number, 'median' or 'qX', got {spec!r}") from None
+        raise DataError(f"--threshold must be a number, 'median' or 'qX', got {spec!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise DataError(f"--threshold must be in [0, 1] (scores are exp(-PPL / tau)), got {spec!r}")
+    return value
 
 
 def assign_level(correct: bool, score: float, threshold: float) -> str:
@@ -81,7 +90,7 @@ def build_pairs(samples: list[dict], max_pairs_per_item: int | None = None) -> l
 def _pair(c: dict, r: dict) -> dict:
     return {
         "item_id": c["item_id"], "prompt_id": c["prompt_id"], "prompt": c["prompt"],
-        "chosen": c["response"], "rejected": r["response"],
+        "chosen": c["response"], "rejected": r["response"], "rejected_finished": r.get("finished", True),
         "chosen_level": c["level"], "rejected_level": r["level"],
         "chosen_score": c["score"], "rejected_score": r["score"],
         "gap": LEVEL_VALUES[c["level"]] - LEVEL_VALUES[r["level"]],
@@ -102,6 +111,9 @@ def refinement_stats(samples: list[dict], pairs: list[dict], threshold: float) -
         "items": len(items),
         "samples": n,
         "parse_failures": sum(1 for s in samples if s["verdict"] is None),
+        "unfinished": sum(1 for s in samples if not s.get("finished", True)),
+        "prompts_shortened": sum(1 for s in samples if s.get("prompt_shortened")),
+        "without_level": sum(1 for s in samples if s.get("level") is None),
         "sample_accuracy": round(sum(1 for s in samples if s["correct"]) / n, 4) if n else None,
         "threshold": threshold,
         "levels": levels,

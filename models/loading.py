@@ -76,6 +76,16 @@ def checkpoint_dtype(name_or_path: str, trust_remote_code: bool = False):
     return dtype if isinstance(dtype, torch.dtype) else None
 
 
+def model_context_length(args: ModelArguments, tokenizer) -> int | None:
+    """The most tokens the model takes at once: its position limit, or the tokenizer's if smaller."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(args.model_name_or_path, trust_remote_code=args.trust_remote_code)
+    limits = [getattr(config, "max_position_embeddings", None), tokenizer.model_max_length]
+    limits = [n for n in limits if isinstance(n, int) and 0 < n < 10**7]  # tokenizers say 1e30 when unset
+    return min(limits) if limits else None
+
+
 def load_model(args: ModelArguments, tokenizer, model_class=AutoModelForCausalLM, peft_task_type="CAUSAL_LM",
                dtype=None, **model_kwargs):
     """The model of `args` (wrapped in LoRA adapters with `use_peft`); `dtype` overrides `args.dtype`."""

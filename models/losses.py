@@ -1,4 +1,4 @@
-"""The M-DPO loss (design.md §1 step 4) as pure functions, importable without a trainer.
+"""The M-DPO loss (docs/method.md, step 4) as pure functions, importable without a trainer.
 
     L = mean_i  w_i * -log sigmoid(beta * [(log pi(y+|x) - log ref(y+|x)) - (log pi(y-|x) - log ref(y-|x))])
     w_i = softplus(alpha * gap_i),  gap_i = level(chosen_i) - level(rejected_i)
@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-DISCRETE_LEVELS = {"SA": 2.0, "WA": 1.0, "WR": -1.0, "SR": -2.0}
+from generate.levels import LEVEL_VALUES
+
 WEIGHTINGS = ("levels", "scores", "none")
 
 
@@ -23,11 +24,11 @@ def level_values(levels: list[str], mode: str = "discrete", scores: list[float] 
     """Numeric value of each level: discrete SA=2, WA=1, WR=-1, SR=-2, or continuous +score for an
     accepted sample and -score for a rejected one."""
     if mode == "discrete":
-        return torch.tensor([DISCRETE_LEVELS[lv] for lv in levels], dtype=torch.float32)
+        return torch.tensor([LEVEL_VALUES[lv] for lv in levels], dtype=torch.float32)
     if mode == "continuous":
         if scores is None or len(scores) != len(levels):
             raise ValueError("continuous level values need one score per level")
-        return torch.tensor([s if DISCRETE_LEVELS[lv] > 0 else -s for lv, s in zip(levels, scores)], dtype=torch.float32)
+        return torch.tensor([s if LEVEL_VALUES[lv] > 0 else -s for lv, s in zip(levels, scores)], dtype=torch.float32)
     raise ValueError(f"mode must be 'discrete' or 'continuous', got {mode!r}")
 
 

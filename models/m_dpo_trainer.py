@@ -23,19 +23,33 @@ from models.global_batch import GlobalBatchLossMixin
 from models.logprobs import forward_logps
 from models.losses import m_dpo_loss
 from models.trainer_metrics import AveragedMetricsMixin
+from utils.config import check_prompt_budget, check_settings
+from utils.io import DataError
+
+
+LOSS_TYPES = ("sigmoid", "sft")
 
 
 @dataclass
 class MDPOConfig(TrainingArguments):
-    """TrainingArguments plus the M-DPO knobs, named as in TRL's DPOConfig where the concept is shared."""
+    """TrainingArguments plus the M-DPO knobs, named as in TRL 1.x's DPOConfig where the concept is shared."""
 
     output_dir: str = field(default=None)
     beta: float = field(default=0.1, metadata={"help": "DPO temperature beta."})
     weighting: str = field(default="levels", metadata={"help": "levels | scores | none (plain DPO)."})
     alpha: float = field(default=1.0, metadata={"help": "Weights are softplus(alpha * gap)."})
     normalize_weights: bool = field(default=False, metadata={"help": "Divide weights by their mean over the data."})
-    max_length: int = field(default=512)
-    max_prompt_length: int = field(default=None)
+    loss_type: list[str] = field(default_factory=lambda: ["sigmoid"], metadata={
+        "help": "Loss terms, as TRL 1.x: 'sigmoid' is the (level-weighted) DPO loss, 'sft' the per-token NLL of the "
+                "chosen responses; several are summed with loss_weights."})
+    loss_weights: list[float] | None = field(default=None, metadata={"help": "One weight per loss_type (default 1)."})
+    rpo_alpha: float = field(default=None, metadata={
+        "help": "Alias from TRL before 1.0 (removed there): loss_type [sigmoid, sft], loss_weights [dpo_weight, rpo_alpha]."})
+    dpo_weight: float = field(default=None, metadata={"help": "Alias: the weight of the sigmoid term, with rpo_alpha."})
+    max_length: int = field(default=512, metadata={"help": "Tokens of prompt + response; longer pairs are left out "
+                                                           "and counted, never cut."})
+    max_prompt_length: int = field(default=None, metadata={
+        "help": "The budget refinement fitted the prompts to: a longer prompt in the pairs file is an error."})
     precompute_ref_log_probs: bool = field(default=True)
     precompute_ref_batch_size: int = field(default=None, metadata={
         "help": "Pairs per batch of the reference pass (default: per_device_train_batch_size)."})
@@ -43,20 +57,42 @@ class MDPOConfig(TrainingArguments):
         "help": "Padded tokens per batch of the reference pass (chosen + rejected rows); none = no budget."})
     ref_logps_cache: str = field(default=None, metadata={
         "help": "Where precomputed reference log-probs are kept for reruns (default: output_dir/reference_logps.json)."})
-    rpo_alpha: float = field(default=None, metadata={"help": "Add rpo_alpha * NLL of the chosen responses "
-                                                             "(per token), as TRL's rpo_alpha; off by default."})
-    dpo_weight: float = field(default=1.0, metadata={"help": "Multiplies the (M-)DPO term. 0 with rpo_alpha "
-                                                            "trains on the chosen judgments alone (an ablation)."})
     report_to: str = field(default="none")
     logging_steps: float = field(default=10)
     save_strategy: str = field(default="no")
     remove_unused_columns: bool = field(default=False)
 
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.loss_type, str):
+            self.loss_type = [self.loss_type]
+        if self.rpo_alpha is not None or self.dpo_weight is not None:
+            if self.loss_type != ["sigmoid"] or self.loss_weights is not None:
+                raise DataError("use either --loss_type/--loss_weights or their aliases --rpo_alpha/--dpo_weight")
+            self.loss_type = ["sigmoid", "sft"] if self.rpo_alpha else ["sigmoid"]
+            dpo = 1.0 if self.dpo_weight is None else self.dpo_weight
+            self.loss_weights = [dpo, self.rpo_alpha] if self.rpo_alpha else [dpo]
+            self.rpo_alpha = self.dpo_weight = None  # one spelling in run_config.yaml
+        unknown = [t for t in self.loss_type if t not in LOSS_TYPES]
+        if unknown or not self.loss_type or len(set(self.loss_type)) < len(self.loss_type):
+            raise DataError(f"--loss_type must be distinct values among {', '.join(LOSS_TYPES)}, got {self.loss_type}")
+        if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_type):
+            raise DataError(f"--loss_weights needs one weight per loss_type {self.loss_type}, got {self.loss_weights}")
+        check_settings(self, above={"beta": 0.0}, at_least={"alpha": 0.0, "max_length": 2, "max_prompt_length": 1,
+                                                            "precompute_ref_batch_size": 1, "precompute_ref_max_tokens": 2},
+                       choices={"weighting": ("levels", "scores", "none")})
+        check_prompt_budget(self.max_prompt_length, self.max_length)
 
-def encode_pair(tokenizer, prompt: str, chosen: str, rejected: str, weight: float, max_length: int,
-                max_prompt_length: int | None) -> dict:
-    c = encode_prompt_response(tokenizer, prompt, chosen, max_length, max_prompt_length)
-    r = encode_prompt_response(tokenizer, prompt, rejected, max_length, max_prompt_length)
+    @property
+    def loss_term_weights(self) -> dict[str, float]:
+        return dict(zip(self.loss_type, self.loss_weights or [1.0] * len(self.loss_type)))
+
+
+def encode_pair(tokenizer, prompt: str, chosen: str, rejected: str, weight: float, chosen_finished: bool = True,
+                rejected_finished: bool = True) -> dict:
+    """Both rows of a pair; a response cut at max_new_tokens gets no end-of-turn token."""
+    c = encode_prompt_response(tokenizer, prompt, chosen, chosen_finished)
+    r = encode_prompt_response(tokenizer, prompt, rejected, rejected_finished)
     return {"chosen_input_ids": c["input_ids"], "chosen_labels": c["labels"],
             "rejected_input_ids": r["input_ids"], "rejected_labels": r["labels"], "weight": float(weight)}
 
@@ -171,12 +207,12 @@ class MDPOTrainer(GlobalBatchLossMixin, AveragedMetricsMixin, Trainer):
         losses, chosen_rewards, rejected_rewards = m_dpo_loss(
             logps[:n], logps[n:], ref[:n], ref[n:], inputs["weights"], self.args.beta, reduction="none"
         )
-        loss = self.args.dpo_weight * self.global_mean(losses.sum(), n, "pairs", num_items_in_batch)
-        if self.args.rpo_alpha:
+        terms = self.args.loss_term_weights
+        loss = terms.get("sigmoid", 0.0) * self.global_mean(losses.sum(), n, "pairs", num_items_in_batch)
+        if "sft" in terms:
             nll_sum, chosen_tokens = -logps[:n].sum(), n_tokens[:n].sum()
             self.record_metrics({"nll_loss": (nll_sum, chosen_tokens)})
-            loss = loss + self.args.rpo_alpha * self.global_mean(nll_sum, chosen_tokens, "chosen_tokens",
-                                                                 num_items_in_batch)
+            loss = loss + terms["sft"] * self.global_mean(nll_sum, chosen_tokens, "chosen_tokens", num_items_in_batch)
         self.record_metrics({
             "rewards/chosen": chosen_rewards, "rewards/rejected": rejected_rewards,
             "rewards/accuracies": (chosen_rewards > rejected_rewards).float(),

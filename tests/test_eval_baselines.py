@@ -108,3 +108,21 @@ def test_label_pairs_feed_m_dpo_format(tiny_model_dir, synthetic_dir, tmp_path):
     for p in pairs:
         slot = p["prompt_id"].split("/")[1]
         assert parse_verdict(p["chosen"]) == slot and parse_verdict(p["rejected"]) == ("B" if slot == "A" else "A")
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--num_samples", "0"], "--num_samples must be at least 1, got 0"),
+    (["--max_new_tokens", "0"], "--max_new_tokens must be at least 1"),
+    (["--template", "compare,brief"], "--template takes one template id"),
+    (["--max_prompt_length", "2000"], "exceed the model's context of 1024 tokens"),
+])
+def test_bad_eval_settings_stop_before_loading(sft_dir, synthetic_dir, tmp_path, flags, message):
+    import run_eval
+    from utils.io import DataError
+
+    out = tmp_path / "r.json"
+    args = ["--model_name_or_path", sft_dir, "--eval_files", os.path.join(synthetic_dir, "test.jsonl"),
+            "--output_file", str(out), "--max_new_tokens", "1100", *flags]
+    with pytest.raises(DataError, match=message):
+        run_eval.main(args)
+    assert not out.exists() and not os.path.exists(str(out) + ".parts")

@@ -42,7 +42,7 @@ def config(tmp_path, **kw):
 
 def dataset(pairs, tok, args):
     w = weights_for_pairs(pairs, args.weighting, args.alpha, args.normalize_weights)
-    return [encode_pair(tok, p["prompt"], p["chosen"], p["rejected"], wi, args.max_length, None)
+    return [encode_pair(tok, p["prompt"], p["chosen"], p["rejected"], wi)
             for p, wi in zip(pairs, w.tolist())]
 
 
@@ -189,21 +189,54 @@ def test_malformed_pairs_file_names_the_line(tiny_model_dir, tmp_path):
     assert not (tmp_path / "o" / "config.json").exists()
 
 
-def test_rpo_alpha_adds_the_chosen_nll_and_dpo_weight_scales_the_dpo_term(tiny_model_dir, tmp_path):
+def test_sft_loss_term_adds_the_chosen_nll_and_loss_weights_scale_the_terms(tiny_model_dir, tmp_path):
+    """TRL 1.x's loss_type/loss_weights; TRL 0.x's rpo_alpha (and dpo_weight) are aliases of them."""
+    from utils.io import DataError
+
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     pairs = make_pairs(4)
+    settings = {"dpo": dict(loss_type=["sigmoid"]), "dpo+nll": dict(loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.5]),
+                "nll": dict(loss_type=["sft"], loss_weights=[0.5]), "alias": dict(rpo_alpha=0.5),
+                "alias nll": dict(rpo_alpha=0.5, dpo_weight=0.0)}
     losses = {}
-    for alpha, dpo_weight in ((None, 1.0), (0.5, 1.0), (0.5, 0.0)):
-        args = config(tmp_path, rpo_alpha=alpha, dpo_weight=dpo_weight)
+    for name, kw in settings.items():
+        args = config(tmp_path, **kw)
         trainer = MDPOTrainer(model=model, args=args, train_dataset=dataset(pairs, tok, args),
                               data_collator=PairCollator(tok.pad_token_id))
-        losses[alpha, dpo_weight] = full_batch_loss(trainer, 4)
+        losses[name] = full_batch_loss(trainer, 4)
+    assert config(tmp_path, rpo_alpha=0.5).loss_type == ["sigmoid", "sft"]
     # the model's own loss on the chosen rows alone is the per-token NLL
     from data.collate import collate_prompt_response, encode_prompt_response
     batch = collate_prompt_response([encode_prompt_response(tok, p["prompt"], p["chosen"]) for p in pairs],
                                     tok.pad_token_id)
     with torch.no_grad():
         nll = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss.item()
-    assert losses[0.5, 1.0] == pytest.approx(losses[None, 1.0] + 0.5 * nll, abs=1e-5)
-    assert losses[0.5, 0.0] == pytest.approx(0.5 * nll, abs=1e-5) and losses[None, 1.0] > 0.1
+    assert losses["dpo+nll"] == pytest.approx(losses["dpo"] + 0.5 * nll, abs=1e-5)
+    assert losses["nll"] == pytest.approx(0.5 * nll, abs=1e-5) and losses["dpo"] > 0.1
+    assert losses["alias"] == pytest.approx(losses["dpo+nll"], abs=1e-6)
+    assert losses["alias nll"] == pytest.approx(losses["nll"], abs=1e-6)
+    for bad, message in ((dict(loss_type=["ipo"]), "--loss_type must be"),
+                         (dict(loss_type=["sigmoid", "sft"], loss_weights=[1.0]), "--loss_weights needs one weight"),
+                         (dict(rpo_alpha=1.0, loss_weights=[1.0]), "use either"), (dict(beta=0.0), "--beta must be")):
+        with pytest.raises(DataError, match=message):
+            config(tmp_path, **bad)
+
+
+def test_pairs_whose_chosen_equals_rejected_are_skipped_and_counted(tiny_model_dir, tmp_path):
+    import run_m_dpo
+    from utils.io import DataError
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    pairs = make_pairs(4)
+    pairs[1]["rejected"] = pairs[1]["chosen"]
+    args = config(tmp_path, weighting="levels")
+    data = run_m_dpo.build_dataset(pairs, tok, args, "pairs.jsonl")
+    assert len(data) == 3
+    cut = dict(pairs[1], rejected_finished=False)  # the same text, once cut at max_new_tokens: a real pair
+    assert len(run_m_dpo.build_dataset([cut], tok, args, "pairs.jsonl")) == 1
+    with pytest.raises(DataError, match=r"pairs.jsonl: no pair left to train on \(1 chosen equals rejected\)"):
+        run_m_dpo.build_dataset([pairs[1]], tok, args, "pairs.jsonl")
+    with pytest.raises(DataError, match=r"pairs.jsonl: record 1: the prompt has \d+ tokens, more than "
+                                        r"--max_prompt_length 20"):
+        run_m_dpo.build_dataset(pairs, tok, config(tmp_path, max_prompt_length=20, max_length=64), "pairs.jsonl")

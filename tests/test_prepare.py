@@ -89,3 +89,25 @@ def test_cli_writes_pairs_and_summary(tmp_path):
     rows = [json.loads(l) for l in out.read_text().splitlines()]
     summary = json.loads((tmp_path / "prefs.summary.json").read_text())
     assert len(rows) == summary["kept"] == 1 and summary["excluded_overlap"] == 1
+
+
+def test_token_length_report_counts_what_the_budget_would_shorten(tiny_model_dir, tmp_path):
+    from data.templates import judge_prompt
+    from data.tokens import encode_prompt
+    from models.loading import load_tokenizer
+
+    long_rows = [{"question": f"Question {i}?", "answer_pos": "Yes because it is. " * (10 * i + 1), "answer_neg": "No."}
+                 for i in range(6)]
+    src = tmp_path / "long.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in long_rows))
+    out = tmp_path / "prefs.jsonl"
+    prepare_main(["--source", "jsonl", "--input", str(src), "--output", str(out), "--tokenizer", tiny_model_dir,
+                  "--max_prompt_length", "150"])
+    report = json.loads((tmp_path / "prefs.summary.json").read_text())["token_lengths"]
+    tok = load_tokenizer(tiny_model_dir)
+    pairs = [json.loads(line) for line in out.read_text().splitlines()]  # answers stripped by the conversion
+    lengths = [len(encode_prompt(tok, judge_prompt(tok, "compare", r["question"], r["answer_pos"], r["answer_neg"])))
+               for r in pairs]
+    assert report["prompt"]["max"] == max(lengths) and report["max_prompt_length"] == 150
+    assert report["prompts_shortened"] == sum(n > 150 for n in lengths) and 0 < report["prompts_shortened"] < 6
+    assert report["answer_neg"]["max"] == len(tok("No.", add_special_tokens=False)["input_ids"])

@@ -87,6 +87,7 @@ def write_pairs(path, pairs: list[dict]):
 def _mdpo(model_dir, pairs_file, out, *extra, in_process=False):
     args = ["--config", os.path.join(ROOT, "configs", "mdpo_demo.yaml"), "--model_name_or_path", model_dir,
             "--pairs_file", str(pairs_file), "--output_dir", str(out), "--max_steps", "1", "--max_length", "2048",
+            "--max_prompt_length", "1536",
             "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "2", "--logging_steps", "1",
             "--precompute_ref_batch_size", "4", "--precompute_ref_max_tokens", "7000", "--warmup_steps", "0",
             "--disable_tqdm", "true", *extra]
@@ -156,7 +157,7 @@ def test_token_budgets_smaller_than_one_sequence_stop_before_loading(wide_model_
     out = tmp_path / "o"
     proc = run_script("run_m_dpo.py", "--config", os.path.join(ROOT, "configs", "mdpo_demo.yaml"),
                       "--model_name_or_path", wide_model_dir, "--pairs_file", str(pairs_file), "--output_dir", str(out),
-                      "--max_length", "2048", "--precompute_ref_max_tokens", "2000")
+                      "--max_length", "2048", "--max_prompt_length", "1536", "--precompute_ref_max_tokens", "2000")
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: --precompute_ref_max_tokens 2000 is smaller than one pair (pair "), last

@@ -106,3 +106,38 @@ def test_two_processes_write_the_same_files_as_one(uninterrupted, sft_dir, synth
     for name in ("samples.jsonl", "pairs.jsonl", "stats.json"):
         assert _read(os.path.join(out, name)) == _read(os.path.join(uninterrupted, name)), name
     assert not any(f.startswith("samples.rank") for f in os.listdir(out))
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--num_samples", "0"], "--num_samples must be at least 1, got 0"),
+    (["--tau", "0"], "--tau must be greater than 0.0, got 0.0"),
+    (["--threshold", "1.5"], "--threshold must be in [0, 1]"),
+    (["--threshold", "q2"], "--threshold quantile must be qX with 0 < X < 1"),
+    (["--temperatures", "0.7,hot"], "--temperatures must be comma-separated numbers"),
+    (["--temperatures", "-1"], "--temperatures must be one or more numbers >= 0"),
+    (["--top_p", "0"], "--top_p must be greater than 0.0"),
+    (["--generation_batch_size", "0"], "--generation_batch_size must be at least 1"),
+    (["--unfinished", "keep"], "--unfinished must be one of reject, drop"),
+    (["--templates", "nope"], "--templates: unknown template id"),
+    (["--max_prompt_length", "20"], "--max_prompt_length 20 leaves no room"),
+])
+def test_bad_settings_stop_before_anything_is_loaded_or_written(tiny_model_dir, synthetic_dir, tmp_path, flags, message):
+    from utils.io import DataError
+
+    out = tmp_path / "out"
+    with pytest.raises(DataError) as e:
+        refine.main(_args(tiny_model_dir, os.path.join(synthetic_dir, "prefs.jsonl"), str(out), *flags))
+    assert message in str(e.value) and not out.exists()
+
+
+def test_a_non_utf8_file_names_its_line(tiny_model_dir, tmp_path):
+    prefs = tmp_path / "prefs.jsonl"
+    bad_line = b'{"id": 2, "question": "caf\xe9", "answer_pos": "a", "answer_neg": "b"}\n'
+    prefs.write_bytes(b'{"id": 1, "question": "q", "answer_pos": "a", "answer_neg": "b"}\n' + bad_line)
+    out = tmp_path / "out"
+    proc = run_script("run_preference_refinement.py", *_args(tiny_model_dir, str(prefs), str(out)))
+    assert proc.returncode == 2
+    column = bad_line.index(b"\xe9") + 1
+    assert proc.stderr.strip().splitlines()[-1] == (f"error: {prefs}:2: not UTF-8 (byte 0xe9 at column {column}); "
+                                                    "re-encode the file as UTF-8")
+    assert not out.exists()

@@ -33,14 +33,24 @@ def test_labels_mask_prompt_and_padding_exactly(tiny_model_dir):
     assert batch["attention_mask"][1].tolist() == [1] * n_short + [0] * (len(labels) - n_short)
 
 
-def test_truncation_keeps_the_prompt_end_and_response_start(tiny_model_dir):
+def test_prompts_are_fitted_never_cut_and_rows_too_long_are_left_out(tiny_model_dir):
+    from run_sft import SFTDataArguments, build_dataset
+    from utils.io import DataError
+
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    prompt, response = "word " * 100 + "<|assistant|>\n", "short answer"
-    ex = encode_prompt_response(tok, prompt, response, max_length=40)
-    assert len(ex["input_ids"]) == 40
-    r_ids = tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    assert ex["input_ids"][-len(r_ids):] == r_ids
-    assert tok.decode(ex["input_ids"][: -len(r_ids)]).endswith("<|assistant|>\n")
+    long_answer = "The answer is 5 because two plus three is five. " * 40
+    rows = [{"question": "What is 2 + 3?", "answer_a": long_answer, "answer_b": "6", "chain_of_thought": "A is right.",
+             "verdict": "A"},
+            {"question": "What is 2 + 3?", "answer_a": "5", "answer_b": "6", "chain_of_thought": "A is right. " * 60,
+             "verdict": "A"}]
+    (ex,) = build_dataset(rows, tok, SFTDataArguments(templates="compare", max_length=160, max_prompt_length=120))
+    assert len(ex["input_ids"]) <= 160 and sum(label == IGNORE_INDEX for label in ex["labels"]) <= 120
+    prompt = tok.decode([i for i, label in zip(ex["input_ids"], ex["labels"]) if label == IGNORE_INDEX])
+    assert prompt.startswith("<|user|>\nWhich answer") and prompt.endswith("<|assistant|>\n")  # template intact
+    assert "tokens omitted" in prompt and "Answer B: 6" in prompt
+    assert ex["labels"][-1] == tok.eos_token_id  # the response is whole, its end included
+    with pytest.raises(DataError, match="every row is longer than --max_length 160"):  # the long CoT alone
+        build_dataset(rows[1:], tok, SFTDataArguments(templates="compare", max_length=160, max_prompt_length=120))
 
 
 def test_sft_halves_the_loss_and_reloads_identically(sft_dir, synthetic_dir):
@@ -64,7 +74,7 @@ def test_sft_judge_answers_in_the_verdict_format(sft_dir, synthetic_dir):
     prompts = [judge_prompt(tok, "compare", r["question"], *slot_answers(r["answer_pos"], r["answer_neg"], "AB"[i % 2]))
                for i, r in enumerate(rows)]
     outs = HFSampler(model, tok, batch_size=64).generate(prompts, 1, 0.0, 64, seed=0)
-    rate = sum(parse_verdict(o[0]) is not None for o in outs) / len(outs)
+    rate = sum(parse_verdict(o[0].text) is not None for o in outs) / len(outs)
     assert rate >= 0.8, f"only {rate:.0%} of held-out judgments have a verdict"
 
 

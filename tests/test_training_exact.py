@@ -92,7 +92,7 @@ def test_gradient_accumulation_is_exact_for_m_dpo(tiny_model_dir):
     pairs = make_pairs(8)
     for p, extra in zip(pairs, range(8)):  # chosen responses of different lengths
         p["chosen"] = p["chosen"].replace(". ", ". Let me check the sum once more." * (extra % 3) + " ")
-    config = dict(beta=0.1, weighting="levels", rpo_alpha=1.0)
+    config = dict(beta=0.1, weighting="levels", loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0])
     data = dataset(pairs, tok, MDPOConfig(output_dir="unused", **config))
     collator = PairCollator(tok.pad_token_id)
     steps = [_one_sgd_step(MDPOTrainer, AutoModelForCausalLM.from_pretrained(tiny_model_dir), data, collator, ga, bs,

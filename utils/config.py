@@ -25,6 +25,8 @@ def _load_yaml(path: str) -> dict[str, Any]:
             cfg = yaml.safe_load(f) or {}
         except yaml.YAMLError as e:
             raise DataError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: not UTF-8; re-encode the file as UTF-8") from None
     if not isinstance(cfg, dict):
         raise DataError(f"{path}: a config must be a mapping of field: value")
     return cfg
@@ -77,6 +79,34 @@ def require(**values) -> None:
     for name, value in values.items():
         if value is None or value == "" or value == []:
             raise DataError(f"--{name} is required (flag or config)")
+
+
+def check_settings(args, at_least: dict | None = None, above: dict | None = None, at_most: dict | None = None,
+                   choices: dict | None = None) -> None:
+    """Every named setting of `args` within its bound (an unset None passes), else one line naming it.
+    Called before any model is loaded, so a bad number never costs a model load or a sampling run."""
+    for name, low in (at_least or {}).items():
+        value = getattr(args, name)
+        if value is not None and value < low:
+            raise DataError(f"--{name} must be at least {low}, got {value}")
+    for name, low in (above or {}).items():
+        value = getattr(args, name)
+        if value is not None and not value > low:
+            raise DataError(f"--{name} must be greater than {low}, got {value}")
+    for name, high in (at_most or {}).items():
+        value = getattr(args, name)
+        if value is not None and value > high:
+            raise DataError(f"--{name} must be at most {high}, got {value}")
+    for name, allowed in (choices or {}).items():
+        value = getattr(args, name)
+        if value not in allowed:
+            raise DataError(f"--{name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+
+
+def check_prompt_budget(max_prompt_length: int | None, max_length: int | None) -> None:
+    if max_prompt_length is not None and max_length is not None and max_prompt_length >= max_length:
+        raise DataError(f"--max_prompt_length {max_prompt_length} leaves no room for a response in "
+                        f"--max_length {max_length}")
 
 
 def save_resolved_config(output_dir: str, *configs, name: str = "run_config.yaml") -> str:

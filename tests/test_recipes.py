@@ -1,0 +1,58 @@
+"""The recipes for real models parse with their scripts' own arguments, agree with each other on
+lengths, and carry the paper's settings rather than the demo's."""
+import glob
+import os
+
+import pytest
+
+from tests.conftest import ROOT
+from utils.config import parse_args
+
+RECIPES = sorted(glob.glob(os.path.join(ROOT, "configs", "recipes", "*")))
+
+
+def _parse(script: str, path: str, tmp_path):
+    from models.loading import ModelArguments
+
+    if script == "sft":
+        from run_sft import SFTConfig, SFTDataArguments
+
+        types = (ModelArguments, SFTDataArguments, SFTConfig)
+    elif script == "refine":
+        from run_preference_refinement import RefinementArguments
+
+        types = (ModelArguments, RefinementArguments)
+    elif script == "mdpo":
+        from run_m_dpo import MDPOScriptArguments
+        from models.m_dpo_trainer import MDPOConfig
+
+        types = (ModelArguments, MDPOScriptArguments, MDPOConfig)
+    else:
+        from run_eval import EvalArguments
+
+        types = (ModelArguments, EvalArguments)
+    extra = ["--output_dir", str(tmp_path)] if script in ("sft", "mdpo") else []
+    parsed = parse_args(types, ["--config", path, *extra])
+    merged = {}
+    for p in parsed:
+        merged.update(vars(p))
+    return merged
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=os.path.basename)
+def test_a_recipe_is_consistent_across_its_stages(recipe, tmp_path):
+    stages = {s: _parse(s, os.path.join(recipe, f"{s}.yaml"), tmp_path) for s in ("sft", "refine", "mdpo", "eval")}
+    budgets = {s: c["max_prompt_length"] for s, c in stages.items()}
+    assert len(set(budgets.values())) == 1 and budgets["sft"] >= 1024, budgets
+    assert stages["refine"]["max_new_tokens"] == stages["eval"]["max_new_tokens"]
+    room = budgets["sft"] + stages["refine"]["max_new_tokens"] + 1  # prompt + judgment + end of turn
+    assert stages["sft"]["max_length"] >= room and stages["mdpo"]["max_length"] >= room
+    assert stages["mdpo"]["precompute_ref_max_tokens"] >= 2 * stages["mdpo"]["max_length"]
+    assert stages["refine"]["scoring_max_tokens"] >= room
+    # the paper's loss and settings, none of the demo's
+    mdpo = stages["mdpo"]
+    assert mdpo["loss_type"] == ["sigmoid"] and mdpo["weighting"] == "levels" and not mdpo["normalize_weights"]
+    assert stages["refine"]["tau"] == 10.0 and mdpo["learning_rate"] < 1e-5
+    assert all(c["dtype"] == "bf16" for c in stages.values())
+    model = stages["sft"]["model_name_or_path"]
+    assert model.startswith(("meta-llama/", "Qwen/"))
