@@ -4,23 +4,38 @@
 
 tiny model (unless `base_model` names one) -> synthetic data -> SFT -> preference refinement ->
 M-DPO -> evaluation (plus the BT-model baseline if listed in `stages`). Each stage is the same
-script a user runs by hand, called with the files the stage before it wrote. A stage whose output
-is complete is skipped unless --force; once a stage runs, every stage after it runs too.
+script a user runs by hand, called with the files the stage before it wrote.
+
+A stage is reused only when what produced its output is unchanged (utils/stages.py: its settings,
+its config file's values, the data files it reads, the records of the stages before it, the
+project's code and the library versions); otherwise it runs again, with one line saying why
+("sft: learning_rate changed 0.003 → 0.001"), and so does every stage after it. A stage killed
+midway resumes when nothing changed. --force redoes the listed stages.
 """
 from __future__ import annotations
 
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 
 from utils.config import parse_args, run_main
-from utils.io import DataError
+from utils.fingerprint import file_fingerprint, model_fingerprint
+from utils.io import DataError, write_json
+from utils.stages import (StageRecord, code_version, digest, git_commit, library_versions, settings_of,
+                          why_changed)
 
 ALL_STAGES = ("tiny", "data", "sft", "refine", "mdpo", "dpo", "label_pairs", "label_mdpo", "bt", "eval")
+# The stages whose outputs each stage reads (eval: the data, and every judge it evaluates).
+UPSTREAM = {"tiny": (), "data": (), "sft": ("tiny", "data"), "refine": ("sft", "data"), "mdpo": ("sft", "refine"),
+            "dpo": ("sft", "refine"), "label_pairs": ("sft", "data"), "label_mdpo": ("sft", "label_pairs"),
+            "bt": ("sft", "data"), "eval": ("data",)}
+DATA_FILES = {"sft": ("sft.jsonl",), "refine": ("prefs.jsonl",), "label_pairs": ("prefs.jsonl",),
+              "bt": ("prefs.jsonl",)}  # eval: its split's file
 # (key, name in tables, stage that trains it, model type); the SFT judge is always evaluated.
 JUDGES = (("sft", "SFT judge", "sft", "generative"), ("bt", "BT-model", "bt", "scalar"),
           ("dpo", "w/o M-DPO (plain DPO)", "dpo", "generative"),
@@ -79,11 +94,39 @@ class Pipeline:
     def data(self, name: str) -> str:
         return os.path.join(self.paths["data"], name)
 
+    def record(self, stage: str) -> StageRecord:
+        return StageRecord(self.paths[stage])
+
     def done(self, stage: str) -> bool:
-        p = self.paths[stage]
-        marker = {"tiny": "config.json", "data": "test.jsonl", "refine": "stats.json", "label_pairs": "pairs.jsonl",
-                  "eval": "table.md"}.get(stage, "run_config.yaml")
-        return os.path.exists(os.path.join(p, marker))
+        rec = self.record(stage).load()
+        return rec is not None and rec["status"] == "done"
+
+    def external(self, stage: str) -> bool:
+        """The user supplied this stage's output (base_model, data_dir): nothing to run or record."""
+        return (stage == "tiny" and bool(self.a.base_model)) or (stage == "data" and bool(self.a.data_dir))
+
+    def commands(self, stage: str) -> list[list[str]]:
+        return self.eval_commands() if stage == "eval" else [self.command(stage)]
+
+    def fingerprint(self, stage: str) -> dict:
+        """Everything that decides the stage's output (see utils/stages.py)."""
+        commands = self.commands(stage)
+        settings = settings_of(commands[0]) if len(commands) == 1 else {
+            key: " ".join(f"{k}={v}" for k, v in sorted(settings_of(c).items()))
+            for key, c in zip([j[0] for j in self.judges()], commands)}
+        files = DATA_FILES.get(stage, (f"{self.a.eval_split}.jsonl",) if stage == "eval" else ())
+        inputs = {name: file_fingerprint(self.data(name)) for name in files}
+        upstream = [u for u in UPSTREAM[stage] if not self.external(u)]
+        if stage == "eval":
+            upstream += sorted({s for _, _, s, _ in JUDGES if s in self.judge_stages()} - set(upstream))
+        if "tiny" in UPSTREAM[stage] and self.external("tiny"):
+            inputs["base_model"] = model_fingerprint(self.a.base_model)
+        records = {u: self.record(u).load() for u in upstream}
+        missing = [u for u, r in records.items() if r is None or r["status"] != "done"]
+        if missing:
+            raise DataError(f"{stage} needs the output of {', '.join(missing)}: add it to --stages")
+        return {"settings": settings, "inputs": inputs, "upstream": {u: digest(r) for u, r in records.items()},
+                "code": code_version(), "libraries": library_versions()}
 
     def command(self, stage: str) -> list[str]:
         a, p, py = self.a, self.paths, sys.executable
@@ -122,21 +165,28 @@ class Pipeline:
             flags += ["--max_new_tokens", str(self.a.max_new_tokens)]
         return flags
 
+    def judge_stages(self) -> list[str]:
+        """The stages whose judges are evaluated: the SFT judge, and every judge trained now or before."""
+        return [stage for key, _, stage, _ in JUDGES if key == "sft" or stage in self.stages or self.done(stage)]
+
     def judges(self) -> list[tuple[str, str, str, str]]:
         """(key, display name, checkpoint, model type) of every judge to evaluate."""
         return [(key, name, self.paths[stage], kind) for key, name, stage, kind in JUDGES
-                if key == "sft" or stage in self.stages or self.done(stage)]
+                if stage in self.judge_stages()]
+
+    def eval_commands(self) -> list[list[str]]:
+        eval_file = self.data(f"{self.a.eval_split}.jsonl")
+        return [[sys.executable, "run_eval.py", "--model_name_or_path", path, "--model_type", kind,
+                 "--eval_files", eval_file, "--output_file", os.path.join(self.paths["eval"], f"{key}.json"),
+                 *self.lengths(new_tokens=True), *shlex.split(self.a.eval_args)]
+                for key, _, path, kind in self.judges()]
 
     def evaluate(self) -> str:
         os.makedirs(self.paths["eval"], exist_ok=True)
-        eval_file = self.data(f"{self.a.eval_split}.jsonl")
         rows = []
-        for key, name, path, kind in self.judges():
-            out = os.path.join(self.paths["eval"], f"{key}.json")
-            run([sys.executable, "run_eval.py", "--model_name_or_path", path, "--model_type", kind,
-                 "--eval_files", eval_file, "--output_file", out, *self.lengths(new_tokens=True),
-                 *shlex.split(self.a.eval_args)])
-            rows.append((name, read_result(out)))
+        for (key, name, _, _), command in zip(self.judges(), self.eval_commands()):
+            run(command)
+            rows.append((name, read_result(os.path.join(self.paths["eval"], f"{key}.json"))))
         table = results_table(rows, f"{self.a.eval_split}, n={rows[0][1]['n']}")
         with open(os.path.join(self.paths["eval"], "table.md"), "w", encoding="utf-8") as f:
             f.write(table + "\n")
@@ -164,23 +214,39 @@ class Pipeline:
                     f"{s['pairs']} pairs, {s['items_without_pairs']} items without pairs")
         return f"output in {p}"
 
+    def decide(self, stage: str, fingerprint: dict) -> tuple[str, str]:
+        """('reuse' | 'resume' | 'redo', why) for a stage about to run."""
+        old = self.record(stage).load()
+        if self.a.force:
+            return "redo", "--force"
+        if old is None:
+            return "redo", "no record of a finished run"
+        reason = why_changed(old["fingerprint"], fingerprint)
+        if reason is not None:
+            return "redo", reason
+        return ("reuse", "nothing changed") if old["status"] == "done" else ("resume", "it stopped before the end")
+
     def run(self) -> None:
         if self.a.seeds:
             return self.run_seeds()
-        forced = self.a.force
         for stage in self.stages:
-            if (stage == "tiny" and self.a.base_model) or (stage == "data" and self.a.data_dir):
-                continue  # the user supplied this stage's output
-            if not forced and self.done(stage):
-                print(f"[{stage}] done already, skipped ({self.paths[stage]})", flush=True)
+            if self.external(stage):
                 continue
-            forced = True  # everything after a stage that ran must run again
+            fingerprint = self.fingerprint(stage)
+            action, why = self.decide(stage, fingerprint)
+            if action == "reuse":
+                print(f"[{stage}] reused ({self.paths[stage]}): {why}", flush=True)
+                continue
+            if action == "redo" and os.path.isdir(self.paths[stage]):
+                shutil.rmtree(self.paths[stage])  # outputs of other settings must not be resumed or mixed
+            print(f"[{stage}] {'resuming' if action == 'resume' else 'running'}: {why}", flush=True)
             t0 = time.time()
-            print(f"[{stage}] running", flush=True)
+            self.record(stage).start(fingerprint, " && ".join(shlex.join(c) for c in self.commands(stage)))
             if stage == "eval":
                 print(self.evaluate(), flush=True)
             else:
                 run(self.command(stage))
+            self.record(stage).finish(time.time() - t0)
             print(f"[{stage}] finished in {time.time() - t0:.0f}s: {self.summary(stage)}", flush=True)
         table = os.path.join(self.paths["eval"], "table.md")
         if os.path.exists(table):
@@ -188,25 +254,52 @@ class Pipeline:
                 print("\nResults\n" + f.read(), flush=True)
 
     def run_seeds(self) -> None:
-        """One full run per seed (same settings), then accuracy mean +- std per judge."""
+        """One full run per seed (same settings), then accuracy mean +- std per judge, the per-seed
+        tables and a manifest of how they were made, beside the table."""
         seeds = [int(x) for x in self.a.seeds.split(",")]
-        per_seed = []
+        per_seed, seed_tables, wall = [], {}, {}
         for seed in seeds:
             print(f"===== seed {seed} =====", flush=True)
+            t0 = time.time()
             a = PipelineArguments(**{**vars(self.a), "seeds": None, "seed": seed,
                                      "output_dir": os.path.join(self.a.output_dir, f"seed{seed}")})
             sub = Pipeline(a)
             sub.run()
+            wall[seed] = round(time.time() - t0, 1)
             per_seed.append({name: read_result(os.path.join(sub.paths["eval"], f"{key}.json"))
                              for key, name, _, _ in sub.judges()})
+            with open(os.path.join(sub.paths["eval"], "table.md"), encoding="utf-8") as f:
+                seed_tables[seed] = f.read()
         table = study_table(per_seed, seeds, self.a.eval_split)
         out = self.a.study_table or os.path.join(self.a.output_dir, "table.md")
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        folder = os.path.dirname(os.path.abspath(out))
+        os.makedirs(folder, exist_ok=True)
         with open(out, "w", encoding="utf-8") as f:
             f.write(table + "\n")
+        for seed, text in seed_tables.items():
+            with open(os.path.join(folder, f"seed{seed}.md"), "w", encoding="utf-8") as f:
+                f.write(text)
+        write_json(os.path.join(folder, "manifest.json"), manifest(wall))
         if self.a.study_figure:
             study_figure(per_seed, self.a.study_figure)
         print("\n" + table, flush=True)
+
+
+def manifest(wall_s: dict[int, float]) -> dict:
+    """How a study's numbers were made: enough to trace them and to compare two machines' runs."""
+    import platform
+
+    threads = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                             capture_output=True, text=True).stdout.strip()
+    cpu = platform.processor()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    return {"command": shlex.join([os.path.basename(sys.executable), *sys.argv]), "commit": git_commit(),
+            "code": code_version(), "libraries": library_versions(), "cpu": cpu, "cpu_count": os.cpu_count(),
+            "torch_threads": int(threads) if threads.isdigit() else None,
+            "wall_s_per_seed": {str(k): v for k, v in wall_s.items()}, "wall_s": round(sum(wall_s.values()), 1),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
 def read_result(path: str) -> dict:

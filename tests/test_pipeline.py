@@ -60,20 +60,52 @@ def test_every_stage_hands_its_files_to_the_next(pipeline):
         assert f"[{stage}] finished in" in stdout
 
 
-def test_rerun_skips_finished_stages_and_force_redoes_them(pipeline):
+def _lines(stdout: str) -> dict[str, str]:
+    """What the pipeline said about each stage: 'reused ...', 'running: why', 'resuming: why'."""
+    out = {}
+    for line in stdout.splitlines():
+        if line.startswith("[") and "] " in line and not line.split("] ", 1)[1].startswith("finished"):
+            stage, rest = line[1:].split("] ", 1)
+            out[stage] = rest
+    return out
+
+
+def test_a_stage_reruns_exactly_when_what_produced_it_changed(pipeline):
     cfg, run, _ = pipeline
     weights = run / "mdpo" / "model.safetensors"
     before = os.path.getmtime(weights)
-    proc = run_script("run_pipeline.py", "--config", str(cfg))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    for stage in ("tiny", "data", "sft", "refine", "mdpo", "bt", "eval"):
-        assert f"[{stage}] done already, skipped" in proc.stdout
+    every = ("tiny", "data", "sft", "refine", "mdpo", "bt", "eval")
+
+    said = _lines(run_script("run_pipeline.py", "--config", str(cfg)).stdout)  # nothing changed
+    assert all(said[s].startswith("reused") for s in every), said
     assert os.path.getmtime(weights) == before
+
+    cfg.write_text(cfg.read_text().replace('mdpo_args: "--max_steps 3', 'mdpo_args: "--max_steps 4'))
+    said = _lines(run_script("run_pipeline.py", "--config", str(cfg)).stdout)  # one setting of one stage
+    assert said["mdpo"] == "running: max_steps changed 3 → 4" and said["eval"] == "running: mdpo ran again"
+    assert all(said[s].startswith("reused") for s in ("tiny", "data", "sft", "refine", "bt")), said
+    assert os.path.getmtime(weights) > before
+
+    prefs = run / "data" / "prefs.jsonl"  # an input file, edited by hand
+    prefs.write_text(prefs.read_text().replace('"answer_neg": "', '"answer_neg": "Hmm. ', 1))
+    said = _lines(run_script("run_pipeline.py", "--config", str(cfg)).stdout)
+    assert said["refine"] == "running: input prefs.jsonl changed" and said["bt"] == "running: input prefs.jsonl changed"
+    assert said["mdpo"] == "running: refine ran again" and said["eval"].startswith("running: ")
+    assert all(said[s].startswith("reused") for s in ("tiny", "data", "sft")), said
+
+    record = run / "mdpo" / "stage.json"  # a stage killed midway: resumed as it was, or redone
+    state = json.loads(record.read_text())
+    record.write_text(json.dumps({**state, "status": "running"}))
+    said = _lines(run_script("run_pipeline.py", "--config", str(cfg)).stdout)
+    assert said["mdpo"] == "resuming: it stopped before the end" and said["eval"] == "running: mdpo ran again"
+    record.unlink()
+    said = _lines(run_script("run_pipeline.py", "--config", str(cfg), "--stages", "mdpo").stdout)
+    assert said == {"mdpo": "running: no record of a finished run"}
+
     proc = run_script("run_pipeline.py", "--config", str(cfg), "--force", "--stages", "mdpo,eval")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "[mdpo] finished in" in proc.stdout and "[eval] finished in" in proc.stdout
-    assert "[sft]" not in proc.stdout
-    assert os.path.getmtime(weights) > before
+    assert _lines(proc.stdout) == {"mdpo": "running: --force", "eval": "running: --force"}
+    assert json.loads(record.read_text())["status"] == "done"
 
 
 def test_study_table_mean_and_std_by_hand():
@@ -89,3 +121,14 @@ def test_study_table_mean_and_std_by_hand():
     assert "| SFT judge | 55.0 ± 7.1 | 45.0 ± 7.1 | 65.0 ± 7.1 |" in table
     assert "| GFRIEND (M-DPO) | 80.0 ± 14.1 | 70.0 ± 14.1 | 90.0 ± 14.1 |" in table
     assert "seeds 0, 1" in table
+
+
+def test_a_study_manifest_says_how_its_numbers_were_made():
+    import torch
+
+    from run_pipeline import manifest
+
+    m = manifest({0: 12.5, 1: 30.0})
+    assert m["wall_s"] == 42.5 and m["wall_s_per_seed"] == {"0": 12.5, "1": 30.0}
+    assert m["libraries"]["torch"] == torch.__version__ and m["torch_threads"] == torch.get_num_threads()
+    assert m["cpu"] and m["code"] and len(m["commit"].split("+")[0]) == 40
