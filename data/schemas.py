@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from generate.levels import LEVEL_VALUES
-from utils.io import DataError, read_jsonl
+from utils.io import DataError, check_fields, read_jsonl
 
 PREF_REQUIRED = {"id": (str, int), "question": str, "answer_pos": str, "answer_neg": str}
 SFT_SEED_REQUIRED = {"question": str, "chain_of_thought": str}
 SFT_JUDGE_FIELDS = ("question", "answer_a", "answer_b", "chain_of_thought", "verdict")
 PAIR_REQUIRED = {"prompt": str, "chosen": str, "rejected": str}
+UNLABELLED_REQUIRED = {"question": str, "answer_a": str, "answer_b": str}
 
 
 def _non_empty(rec: dict, fields, where: str) -> None:
@@ -61,6 +62,53 @@ def load_prefs(path: str) -> list[dict]:
 
 def load_sft(path: str) -> list[dict]:
     return read_jsonl(path, None, validate_sft)
+
+
+BENCHMARK_REQUIRED = {"id": (str, int), "question": str, "chosen": list, "rejected": list, "benchmark": str}
+BENCHMARK_ANSWERS = {"rmbench": 3, "judgebench": 1}  # answers per side; rewardbench2: any
+
+
+def validate_benchmark_item(rec: dict, where: str) -> None:
+    from data.benchmarks import BENCHMARKS
+
+    _non_empty(rec, ("question",), where)
+    if rec["benchmark"] not in BENCHMARKS:
+        raise DataError(f"{where}: field 'benchmark' must be one of {', '.join(BENCHMARKS)}, got {rec['benchmark']!r}")
+    for f in ("chosen", "rejected"):
+        answers = rec[f]
+        if not answers or not all(isinstance(a, str) and a.strip() for a in answers):
+            raise DataError(f"{where}: field '{f}' must be a non-empty list of non-empty answers")
+        need = BENCHMARK_ANSWERS.get(rec["benchmark"])
+        if need is not None and len(answers) != need:
+            raise DataError(f"{where}: field '{f}' must hold {need} answer(s) for {rec['benchmark']}, got {len(answers)}")
+
+
+def load_eval_rows(path: str) -> tuple[str | None, list[dict]]:
+    """(benchmark, items) for a file from `data.prepare --source rewardbench2|rmbench|judgebench`,
+    (None, pairs) for a file of labelled pairs."""
+    def validate(rec: dict, where: str) -> None:
+        if "benchmark" in rec:
+            check_fields(rec, BENCHMARK_REQUIRED, where)
+            validate_benchmark_item(rec, where)
+        else:
+            check_fields(rec, PREF_REQUIRED, where)
+            validate_pref(rec, where)
+
+    rows = read_jsonl(path, None, validate)
+    kinds = [r.get("benchmark") for r in rows]
+    odd = next((i for i, k in enumerate(kinds) if k != kinds[0]), None)
+    if odd is not None:
+        raise DataError(f"{path}: record {odd + 1}: a file holds one benchmark or labelled pairs, not both "
+                        f"({kinds[0]!r} then {kinds[odd]!r})")
+    if kinds[0] is None:
+        return None, load_prefs(path)
+    return kinds[0], rows
+
+
+def load_unlabelled(path: str) -> list[dict]:
+    """Answer pairs to judge: {question, answer_a, answer_b} and any fields of the user's own."""
+    return read_jsonl(path, UNLABELLED_REQUIRED,
+                      lambda rec, where: _non_empty(rec, tuple(UNLABELLED_REQUIRED), where))
 
 
 def load_pairs(path: str) -> list[dict]:

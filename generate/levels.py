@@ -114,6 +114,7 @@ def refinement_stats(samples: list[dict], pairs: list[dict], threshold: float) -
         "unfinished": sum(1 for s in samples if not s.get("finished", True)),
         "prompts_shortened": sum(1 for s in samples if s.get("prompt_shortened")),
         "without_level": sum(1 for s in samples if s.get("level") is None),
+        "retokenized": sum(1 for s in samples if s.get("retokenized")),
         "sample_accuracy": round(sum(1 for s in samples if s["correct"]) / n, 4) if n else None,
         "threshold": threshold,
         "levels": levels,

@@ -30,40 +30,54 @@ _SECOND = re.compile(r"""[\s*_"'\])]*(?:and|or|&|/|,|=|vs\.?|versus)\s*(?:answer
 _DOUBLE_BRACKET = re.compile(r"\[\[\s*(A|B|C|tie)\s*\]\]", re.IGNORECASE)
 
 
-def _read_value(value: str) -> str | None:
-    """The letter a claim's value names, AMBIGUOUS, or None when it names nothing."""
-    value = value[_PREFIX.match(value).end():]
-    if _TIE.match(value):
-        return AMBIGUOUS
-    m = _UPPER.match(value) or _LOWER_ALONE.match(value)
+def _read_value(value: str) -> tuple[str, int] | None:
+    """(the letter a claim's value names, or AMBIGUOUS; where the letter is in `value`), or None
+    when the value names nothing."""
+    start = _PREFIX.match(value).end()
+    if _TIE.match(value, start):
+        return AMBIGUOUS, start
+    m = _UPPER.match(value, start) or _LOWER_ALONE.match(value, start)
     if not m:
         return None
-    return AMBIGUOUS if _SECOND.match(value, m.end()) else m.group(1).upper()
+    return (AMBIGUOUS if _SECOND.match(value, m.end()) else m.group(1).upper()), m.start(1)
 
 
 def _claims(text: str):
-    """(position, letter or AMBIGUOUS) for every verdict claim in `text`."""
+    """(position of the letter, letter or AMBIGUOUS) for every verdict claim in `text`."""
     for m in _KEYWORD.finditer(text):
         sep = _SEPARATOR.match(text, m.end())
+        heading = _HEADING_END.match(text, m.end())
         if sep:
-            value = text[sep.end():].split("\n", 1)[0]
-        elif _HEADING_END.match(text, m.end()):  # "### Verdict" with the answer on the next line
-            value = text[_HEADING_END.match(text, m.end()).end():].lstrip().split("\n", 1)[0]
+            start = sep.end()
+        elif heading:  # "### Verdict" with the answer on the next line
+            start = heading.end() + len(text[heading.end():]) - len(text[heading.end():].lstrip())
         else:
             continue  # "verdict" in prose: "before giving a verdict, ..."
-        letter = _read_value(value)
-        if letter is not None:
-            yield m.start(), letter
+        claim = _read_value(text[start:].split("\n", 1)[0])
+        if claim is not None:
+            yield start + claim[1], claim[0]
     for m in _DOUBLE_BRACKET.finditer(text):
         letter = m.group(1).upper()
-        yield m.start(), letter if letter in ("A", "B") else AMBIGUOUS
+        yield m.start(1), letter if letter in ("A", "B") else AMBIGUOUS
+
+
+def verdict_position(response: str) -> tuple[str | None, int | None]:
+    """(verdict, the index in `response` of the letter that states it); (None, None) when there
+    is no verdict or the last one is ambiguous."""
+    if not response:
+        return None, None
+    claims = sorted(_claims(response))
+    if not claims or claims[-1][1] == AMBIGUOUS:
+        return None, None
+    return claims[-1][1], claims[-1][0]
 
 
 def parse_verdict(response: str) -> str | None:
     """'A', 'B', or None when there is no verdict or the last one is ambiguous."""
-    if not response:
-        return None
-    claims = sorted(_claims(response), key=lambda c: c[0])
-    if not claims or claims[-1][1] == AMBIGUOUS:
-        return None
-    return claims[-1][1]
+    return verdict_position(response)[0]
+
+
+def majority_verdict(verdicts: list[str | None]) -> str | None:
+    """The letter most of several samples chose; None on a tie or when none is readable."""
+    a, b = verdicts.count("A"), verdicts.count("B")
+    return None if a == b else ("A" if a > b else "B")

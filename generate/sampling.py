@@ -16,9 +16,14 @@ from data.tokens import encode_prompt, stop_token_ids
 from utils.io import DataError
 
 
+SAMPLERS = ("hf", "vllm")
+
+
 class Completion(NamedTuple):
     text: str  # without the end-of-turn token, stripped
     finished: bool  # False when generation was cut at max_new_tokens before the end of the turn
+    token_ids: tuple | None = None  # the sampled ids, when the backend reports them (vLLM)
+    logprobs: tuple | None = None  # their log-probs before temperature and top-p, when asked for (vLLM)
 
 
 class Sampler(Protocol):

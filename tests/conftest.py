@@ -51,3 +51,29 @@ def run_script(*args, cwd=ROOT, timeout=600, env=None):
 
     env = {**os.environ, "PYTHONPATH": ROOT, **(env or {})}
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def read_refinement(out: str) -> tuple[list[dict], list[dict], dict]:
+    """(samples, pairs, stats) of a refinement output directory."""
+    import json
+
+    with open(os.path.join(out, "samples.jsonl")) as f:
+        samples = [json.loads(line) for line in f]
+    with open(os.path.join(out, "pairs.jsonl")) as f:
+        pairs = [json.loads(line) for line in f]
+    with open(os.path.join(out, "stats.json")) as f:
+        stats = json.load(f)
+    return samples, pairs, stats
+
+
+def assert_pairs_within_prompts(samples: list[dict], pairs: list[dict]) -> None:
+    """Every pair joins an accepted judgment (correct and finished) and a rejected one (wrong, or
+    cut at max_new_tokens) of the same item and the same exact prompt."""
+    by_prompt = {}
+    for s in samples:
+        by_prompt.setdefault((s["item_id"], s["prompt"]), {})[s["response"]] = s
+    for p in pairs:
+        group = by_prompt[(p["item_id"], p["prompt"])]
+        chosen, rejected = group[p["chosen"]], group[p["rejected"]]
+        assert chosen["correct"] and chosen.get("finished", True)
+        assert not (rejected["correct"] and rejected.get("finished", True))

@@ -70,7 +70,7 @@ def test_stopped_eval_resumes_to_the_same_results(sft_dir, synthetic_dir, tmp_pa
     assert not os.path.exists(stopped + ".parts")
     with pytest.raises(run_eval.DataError, match="other settings"):  # a changed setting is refused
         os.makedirs(stopped + ".parts")
-        with open(os.path.join(stopped + ".parts", "eval_args.json"), "w") as f:
+        with open(os.path.join(stopped + ".parts", "args.json"), "w") as f:
             json.dump({"template": "brief"}, f)
         run_eval.main([*args, "--output_file", stopped])
 

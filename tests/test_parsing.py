@@ -75,3 +75,12 @@ def test_parse_verdict(text, expected):
 def test_the_table_is_large_and_covers_both_letters_and_none():
     assert len(CASES) >= 25
     assert {e for _, e in CASES} == {"A", "B", None}
+
+
+@pytest.mark.parametrize("text,expected", [c for c in CASES if c[1] is not None])
+def test_the_verdict_position_points_at_the_letter_of_the_last_verdict(text, expected):
+    from generate.parsing import verdict_position
+
+    letter, position = verdict_position(text)
+    assert letter == expected and text[position].upper() == expected
+    assert parse_verdict(text[position + 1:]) is None  # no verdict after it: it is the last one

@@ -164,7 +164,7 @@ def test_every_stage_sees_the_same_prompt_ids_one_bos_and_the_templates_end_of_t
     # evaluation, in the order where the good answer is in slot A
     recorder.generated.clear()
     eval_args = run_eval.EvalArguments(template="compare", max_new_tokens=6, max_prompt_length=MAX_PROMPT)
-    run_eval.judge_generative([{**item, "_index": "0"}], model, tok, eval_args, seed=0)
+    run_eval.judge_generative([{**item, "_index": "0"}], HFSampler(model, tok), tok, eval_args, seed=0)
     assert recorder.generated[0] == prompt_ids or recorder.generated[1] == prompt_ids
 
     bos = tok.bos_token_id
@@ -189,7 +189,7 @@ def test_generation_stops_at_the_end_of_turn_and_cut_samples_are_marked(styled):
     sampler = HFSampler(model, tok, batch_size=4)
     always(end_of_turn_id(tok))
     (out,) = sampler.generate(["Is 2 > 1?"], 2, 1.0, 12, seed=0)
-    assert out == [("", True), ("", True)]
+    assert [(c.text, c.finished) for c in out] == [("", True), ("", True)]
     word = tok("hello", add_special_tokens=False)["input_ids"][0]
     always(word)
     (out,) = sampler.generate(["Is 2 > 1?"], 1, 0.0, 5, seed=0)

