@@ -201,11 +201,14 @@ def main(argv=None) -> None:
                    rows[: args.max_items]) for path, (benchmark, rows) in files.items()}
     tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.trust_remote_code)
     if args.model_type == "generative":  # every prompt fits the model with its judgment, before any model loads
-        check_sampling_lengths(tokenizer, [(f"{path}: item {r['id']!r}, answer A {g['pos_slot']}", g["prompt"])
-                                           for path, (_, _, rows) in data.items() for r in rows
-                                           for g in judge_prompt_groups(tokenizer, r, [tid],
-                                                                        max_prompt_length=args.max_prompt_length)],
-                               args.max_new_tokens, model_context_length(model_args, tokenizer))
+        prompts = []
+        for path, (_, _, rows) in data.items():
+            try:
+                prompts += [(f"{path}: item {r['id']!r}, better answer in slot {g['pos_slot']}", g["prompt"]) for r in rows
+                            for g in judge_prompt_groups(tokenizer, r, [tid], max_prompt_length=args.max_prompt_length)]
+            except DataError as e:
+                raise DataError(f"{path}: {e}") from None
+        check_sampling_lengths(tokenizer, prompts, args.max_new_tokens, model_context_length(model_args, tokenizer))
     # One process, or one of several under `accelerate launch` / torchrun, each judging its chunks.
     state, work_dir = resumable_work_dir(args.output_file, args, model_args.model_name_or_path)
     if args.model_type == "scalar":

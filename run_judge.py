@@ -103,9 +103,14 @@ def main(argv=None) -> None:
     rows = load_unlabelled(args.input_file)[: args.max_items]
     tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.trust_remote_code)
     set_chat_template(tokenizer, args.chat_template, model_args.model_name_or_path)
-    check_sampling_lengths(tokenizer, [(f"{args.input_file}: row {i + 1}", p) for i, r in enumerate(rows)
-                                       for p, _ in both_orders(tokenizer, args.template, r, args.max_prompt_length)],
-                           args.max_new_tokens, model_context_length(model_args, tokenizer))
+    prompts = []
+    for i, r in enumerate(rows):
+        try:
+            prompts += [(f"{args.input_file}: row {i + 1}", p)
+                        for p, _ in both_orders(tokenizer, args.template, r, args.max_prompt_length)]
+        except DataError as e:
+            raise DataError(f"{args.input_file}: row {i + 1}: {e}") from None
+    check_sampling_lengths(tokenizer, prompts, args.max_new_tokens, model_context_length(model_args, tokenizer))
     # One process, or one of several under `accelerate launch` / torchrun, each judging its chunks.
     state, work_dir = resumable_work_dir(args.output_file, args, model_args.model_name_or_path)
     if args.sampler == "vllm":

@@ -257,6 +257,7 @@ class Pipeline:
         """One full run per seed (same settings), then accuracy mean +- std per judge, the per-seed
         tables and a manifest of how they were made, beside the table."""
         seeds = [int(x) for x in self.a.seeds.split(",")]
+        commit = git_commit()  # before the study rewrites its own tracked tables and figure
         per_seed, seed_tables, wall = [], {}, {}
         for seed in seeds:
             print(f"===== seed {seed} =====", flush=True)
@@ -279,13 +280,13 @@ class Pipeline:
         for seed, text in seed_tables.items():
             with open(os.path.join(folder, f"seed{seed}.md"), "w", encoding="utf-8") as f:
                 f.write(text)
-        write_json(os.path.join(folder, "manifest.json"), manifest(wall))
+        write_json(os.path.join(folder, "manifest.json"), manifest(wall, commit))
         if self.a.study_figure:
             study_figure(per_seed, self.a.study_figure)
         print("\n" + table, flush=True)
 
 
-def manifest(wall_s: dict[int, float]) -> dict:
+def manifest(wall_s: dict[int, float], commit: str | None) -> dict:
     """How a study's numbers were made: enough to trace them and to compare two machines' runs."""
     import platform
 
@@ -295,7 +296,7 @@ def manifest(wall_s: dict[int, float]) -> dict:
     if os.path.exists("/proc/cpuinfo"):
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    return {"command": shlex.join([os.path.basename(sys.executable), *sys.argv]), "commit": git_commit(),
+    return {"command": shlex.join([os.path.basename(sys.executable), *sys.argv]), "commit": commit,
             "code": code_version(), "libraries": library_versions(), "cpu": cpu, "cpu_count": os.cpu_count(),
             "torch_threads": int(threads) if threads.isdigit() else None,
             "wall_s_per_seed": {str(k): v for k, v in wall_s.items()}, "wall_s": round(sum(wall_s.values()), 1),

@@ -143,8 +143,11 @@ def validate(args: RefinementArguments) -> list[float]:
 
 def prompt_groups(items: list[dict], tokenizer, args: RefinementArguments, templates: list[str]) -> list[list[tuple]]:
     """Every item's prompt groups, fitted to max_prompt_length, built once (chunks reuse them)."""
-    return [[(item, g) for g in judge_prompt_groups(tokenizer, item, templates, ORDERS[args.orders],
-                                                    args.max_prompt_length)] for item in items]
+    try:
+        return [[(item, g) for g in judge_prompt_groups(tokenizer, item, templates, ORDERS[args.orders],
+                                                        args.max_prompt_length)] for item in items]
+    except DataError as e:
+        raise DataError(f"{args.pref_file}: {e}") from None
 
 
 def finalize(records: list[dict], args: RefinementArguments) -> tuple[list[dict], list[dict], dict]:

@@ -62,8 +62,13 @@ def sft_example(row: dict, index: int, tokenizer, templates: list[str],
 def build_dataset(rows: list[dict], tokenizer, data_args: SFTDataArguments) -> list[dict]:
     """Encoded rows; a row still longer than max_length once its prompt is fitted is left out."""
     templates = template_ids(data_args.templates)
-    examples = [encode_prompt_response(tokenizer, *sft_example(r, i, tokenizer, templates, data_args.max_prompt_length))
-                for i, r in enumerate(rows)]
+    examples = []
+    for i, r in enumerate(rows):
+        try:
+            examples.append(encode_prompt_response(tokenizer, *sft_example(r, i, tokenizer, templates,
+                                                                          data_args.max_prompt_length)))
+        except DataError as e:
+            raise DataError(f"{data_args.train_file}: record {i + 1}: {e}") from None
     kept = [ex for ex in examples if data_args.max_length is None or len(ex["input_ids"]) <= data_args.max_length]
     if not kept:
         raise DataError(f"{data_args.train_file}: every row is longer than --max_length {data_args.max_length}")

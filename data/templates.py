@@ -104,8 +104,9 @@ def fit_prompt(tokenizer, render: Callable[[list[str]], str], fields: list[str],
         first = _share(room, lengths, question_first)  # which fields must be cut, then room for their markers
         keep = _share(room - marker * sum(k < n for k, n in zip(first, lengths)), lengths, question_first)
         if any(k < MIN_KEEP for k, n in zip(keep, lengths) if k < n):
-            raise DataError(f"--max_prompt_length {max_prompt_length} leaves no room for the question and answers "
-                            f"(the template alone takes {overhead} tokens)")
+            raise DataError(f"--max_prompt_length {max_prompt_length} leaves too little room: the template takes "
+                            f"{overhead} tokens and each shortened field at least {MIN_KEEP} plus a {marker}-token "
+                            f"marker; the fields have {', '.join(map(str, lengths))} tokens")
         prompt = render([f if k >= len(x) else _cut_middle(tokenizer, x, k) for f, x, k in zip(fields, ids, keep)])
         n = len(encode_prompt(tokenizer, prompt))
         if n <= max_prompt_length:
@@ -161,7 +162,10 @@ def judge_prompt_groups(tokenizer, item: dict, templates: list[str], slots=("A",
     for tid in templates:
         for slot in slots:
             a, b = slot_answers(item["answer_pos"], item["answer_neg"], slot)
-            prompt, shortened = fit_judge_prompt(tokenizer, tid, item["question"], a, b, max_prompt_length)
+            try:
+                prompt, shortened = fit_judge_prompt(tokenizer, tid, item["question"], a, b, max_prompt_length)
+            except DataError as e:
+                raise DataError(f"item {item['id']!r}: {e}") from None
             groups.append({"template": tid, "pos_slot": slot, "prompt_id": f"{tid}/{slot}", "prompt": prompt,
                            "shortened": shortened})
     return groups

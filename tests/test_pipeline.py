@@ -127,8 +127,9 @@ def test_a_study_manifest_says_how_its_numbers_were_made():
     import torch
 
     from run_pipeline import manifest
+    from utils.stages import git_commit
 
-    m = manifest({0: 12.5, 1: 30.0})
+    m = manifest({0: 12.5, 1: 30.0}, git_commit())
     assert m["wall_s"] == 42.5 and m["wall_s_per_seed"] == {"0": 12.5, "1": 30.0}
     assert m["libraries"]["torch"] == torch.__version__ and m["torch_threads"] == torch.get_num_threads()
     assert m["cpu"] and m["code"] and len(m["commit"].split("+")[0]) == 40

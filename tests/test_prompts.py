@@ -88,7 +88,7 @@ def test_the_length_budget_shortens_answers_in_the_middle_and_keeps_the_template
     prompt, _ = fit_judge_prompt(tok, "compare", "Summarise: " + LONG_A, "Short.", "Also short.", MAX_PROMPT)
     assert len(encode_prompt(tok, prompt)) <= MAX_PROMPT and prompt.count("omitted") == 1
     assert "Answer A: Short.\nAnswer B: Also short." in prompt
-    with pytest.raises(DataError, match="--max_prompt_length 40 leaves no room"):
+    with pytest.raises(DataError, match="--max_prompt_length 40 leaves too little room"):
         fit_judge_prompt(tok, "compare", question, LONG_A, LONG_B, 40)
 
 

@@ -109,7 +109,7 @@ def test_two_processes_write_the_same_files_as_one(uninterrupted, sft_dir, synth
     (["--generation_batch_size", "0"], "--generation_batch_size must be at least 1"),
     (["--unfinished", "keep"], "--unfinished must be one of reject, drop"),
     (["--templates", "nope"], "--templates: unknown template id"),
-    (["--max_prompt_length", "20"], "--max_prompt_length 20 leaves no room"),
+    (["--max_prompt_length", "20"], "--max_prompt_length 20 leaves too little room"),
 ])
 def test_bad_settings_stop_before_anything_is_loaded_or_written(tiny_model_dir, synthetic_dir, tmp_path, flags, message):
     from utils.io import DataError
