@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from utils.config import parse_args, run_main
 from utils.fingerprint import file_fingerprint, model_fingerprint
@@ -29,16 +29,18 @@ from utils.io import DataError, write_json
 from utils.stages import (StageRecord, code_version, digest, git_commit, library_versions, settings_of,
                           why_changed)
 
-ALL_STAGES = ("tiny", "data", "sft", "refine", "mdpo", "dpo", "label_pairs", "label_mdpo", "bt", "eval")
+ALL_STAGES = ("tiny", "data", "sft", "refine", "mdpo", "dpo", "rft", "label_pairs", "label_mdpo", "bt", "eval")
 # The stages whose outputs each stage reads (eval: the data, and every judge it evaluates).
 UPSTREAM = {"tiny": (), "data": (), "sft": ("tiny", "data"), "refine": ("sft", "data"), "mdpo": ("sft", "refine"),
-            "dpo": ("sft", "refine"), "label_pairs": ("sft", "data"), "label_mdpo": ("sft", "label_pairs"),
-            "bt": ("sft", "data"), "eval": ("data",)}
+            "dpo": ("sft", "refine"), "rft": ("sft", "refine"), "label_pairs": ("sft", "data"),
+            "label_mdpo": ("sft", "label_pairs"), "bt": ("sft", "data"), "eval": ("data",)}
+SHARED_STAGES = ("tiny", "data", "sft")  # a label curve runs these once per seed, the rest once per label count
 DATA_FILES = {"sft": ("sft.jsonl",), "refine": ("prefs.jsonl",), "label_pairs": ("prefs.jsonl",),
               "bt": ("prefs.jsonl",)}  # eval: its split's file
 # (key, name in tables, stage that trains it, model type); the SFT judge is always evaluated.
 JUDGES = (("sft", "SFT judge", "sft", "generative"), ("bt", "BT-model", "bt", "scalar"),
           ("dpo", "w/o M-DPO (plain DPO)", "dpo", "generative"),
+          ("rft", "RFT (NLL on refined chosen)", "rft", "generative"),
           ("label_mdpo", "w/o CoT-S (label pairs)", "label_mdpo", "generative"),
           ("gfriend", "GFRIEND (M-DPO)", "mdpo", "generative"))
 
@@ -48,6 +50,13 @@ class PipelineArguments:
     output_dir: str = field(default="outputs/demo")
     base_model: str = field(default=None, metadata={"help": "Start from this model instead of building the tiny one."})
     data_dir: str = field(default=None, metadata={"help": "Use this data (sft/prefs/test.jsonl) instead of synthetic."})
+    sft_model: str = field(default=None, metadata={"help": "Start from this SFT judge instead of training one."})
+    samples_from: str = field(default=None, metadata={
+        "help": "Refinement takes its items' judgments from this finished refinement instead of sampling."})
+    label_counts: str = field(default=None, metadata={
+        "help": "Comma-separated numbers of labelled pairs n (a label curve): per seed one SFT judge, then for "
+                "each n refinement and every judge on the first n of the n_prefs pairs, in output_dir[/seedS]/nN "
+                "(smaller n reuse the largest n's judgments); study_table/study_figure get the curve."})
     seed: int = field(default=0)
     seeds: str = field(default=None, metadata={"help": "Comma-separated seeds: one full run per seed in "
                                                         "output_dir/seedN, then a mean +- std table."})
@@ -67,6 +76,9 @@ class PipelineArguments:
     refine_args: str = field(default="")
     mdpo_args: str = field(default="")
     bt_args: str = field(default="")
+    rft_args: str = field(default="--loss_type sft", metadata={
+        "help": "Flags that make M-DPO's trainer RFT (rejection-sampling fine-tuning: the NLL of the refined "
+                "chosen judgments alone), after mdpo_args; give the NLL weight M-DPO uses (--loss_weights W)."})
     eval_args: str = field(default="--batch_size 128")
     max_prompt_length: int = field(default=None, metadata={
         "help": "One prompt budget for SFT, refinement, label pairs, M-DPO and evaluation."})
@@ -75,17 +87,13 @@ class PipelineArguments:
 
 
 class Pipeline:
-    def __init__(self, a: PipelineArguments):
+    def __init__(self, a: PipelineArguments, evaluate_sft: bool = True):
         self.a = a
+        self.evaluate_sft = evaluate_sft  # a label curve evaluates its SFT judge once, not once per n
         o = a.output_dir
-        self.paths = {
-            "tiny": a.base_model or os.path.join(o, "tiny-base"),
-            "data": a.data_dir or os.path.join(o, "data"),
-            "sft": os.path.join(o, "sft"), "refine": os.path.join(o, "refine"),
-            "mdpo": os.path.join(o, "mdpo"), "bt": os.path.join(o, "bt"), "eval": os.path.join(o, "eval"),
-            "dpo": os.path.join(o, "dpo"), "label_pairs": os.path.join(o, "label_pairs"),
-            "label_mdpo": os.path.join(o, "label_mdpo"),
-        }
+        self.paths = {stage: os.path.join(o, stage) for stage in ALL_STAGES}
+        self.paths.update({"tiny": a.base_model or os.path.join(o, "tiny-base"),
+                           "data": a.data_dir or os.path.join(o, "data"), "sft": a.sft_model or self.paths["sft"]})
         self.stages = [s.strip() for s in a.stages.split(",") if s.strip()]
         unknown = [s for s in self.stages if s not in ALL_STAGES]
         if unknown:
@@ -103,7 +111,8 @@ class Pipeline:
 
     def external(self, stage: str) -> bool:
         """The user supplied this stage's output (base_model, data_dir): nothing to run or record."""
-        return (stage == "tiny" and bool(self.a.base_model)) or (stage == "data" and bool(self.a.data_dir))
+        return ((stage == "tiny" and bool(self.a.base_model)) or (stage == "data" and bool(self.a.data_dir))
+                or (stage == "sft" and bool(self.a.sft_model)))
 
     def commands(self, stage: str) -> list[list[str]]:
         return self.eval_commands() if stage == "eval" else [self.command(stage)]
@@ -121,6 +130,10 @@ class Pipeline:
             upstream += sorted({s for _, _, s, _ in JUDGES if s in self.judge_stages()} - set(upstream))
         if "tiny" in UPSTREAM[stage] and self.external("tiny"):
             inputs["base_model"] = model_fingerprint(self.a.base_model)
+        if "sft" in UPSTREAM[stage] and self.external("sft"):
+            inputs["sft_model"] = model_fingerprint(self.a.sft_model)
+        if stage == "refine" and self.a.samples_from:
+            inputs["samples_from"] = file_fingerprint(os.path.join(self.a.samples_from, "samples.jsonl"))
         records = {u: self.record(u).load() for u in upstream}
         missing = [u for u, r in records.items() if r is None or r["status"] != "done"]
         if missing:
@@ -140,15 +153,16 @@ class Pipeline:
                     "--train_file", self.data("sft.jsonl"), "--output_dir", p["sft"], "--seed", str(a.seed),
                     *self.lengths(), *shlex.split(a.sft_args)]
         if stage == "refine":
+            reuse = ["--samples_from", a.samples_from] if a.samples_from else []
             return [py, "run_preference_refinement.py", "--config", a.refine_config, "--model_name_or_path", p["sft"],
                     "--pref_file", self.data("prefs.jsonl"), "--output_dir", p["refine"], "--seed", str(a.seed),
-                    *self.lengths(new_tokens=True), *shlex.split(a.refine_args)]
-        if stage in ("mdpo", "dpo", "label_mdpo"):  # the same trainer on refined or label pairs
+                    *self.lengths(new_tokens=True), *shlex.split(a.refine_args), *reuse]
+        if stage in ("mdpo", "dpo", "rft", "label_mdpo"):  # the same trainer on refined or label pairs
             pairs = os.path.join(p["label_pairs" if stage == "label_mdpo" else "refine"], "pairs.jsonl")
-            weighting = ["--weighting", "none"] if stage == "dpo" else []
+            variant = {"dpo": ["--weighting", "none"], "rft": shlex.split(a.rft_args)}.get(stage, [])
             return [py, "run_m_dpo.py", "--config", a.mdpo_config, "--model_name_or_path", p["sft"],
                     "--pairs_file", pairs, "--output_dir", p[stage], "--seed", str(a.seed),
-                    *self.lengths(), *shlex.split(a.mdpo_args), *weighting]
+                    *self.lengths(), *shlex.split(a.mdpo_args), *variant]
         if stage == "label_pairs":
             return [py, "-m", "data.label_pairs", "--model_name_or_path", p["sft"], "--pref_file",
                     self.data("prefs.jsonl"), "--output", os.path.join(p["label_pairs"], "pairs.jsonl"), *self.lengths()]
@@ -167,7 +181,8 @@ class Pipeline:
 
     def judge_stages(self) -> list[str]:
         """The stages whose judges are evaluated: the SFT judge, and every judge trained now or before."""
-        return [stage for key, _, stage, _ in JUDGES if key == "sft" or stage in self.stages or self.done(stage)]
+        return [stage for key, _, stage, _ in JUDGES
+                if (key == "sft" and self.evaluate_sft) or (key != "sft" and (stage in self.stages or self.done(stage)))]
 
     def judges(self) -> list[tuple[str, str, str, str]]:
         """(key, display name, checkpoint, model type) of every judge to evaluate."""
@@ -194,7 +209,7 @@ class Pipeline:
 
     def summary(self, stage: str) -> str:
         p = self.paths[stage]
-        if stage in ("sft", "mdpo", "dpo", "label_mdpo", "bt"):
+        if stage in ("sft", "mdpo", "dpo", "rft", "label_mdpo", "bt"):
             with open(os.path.join(p, "trainer_state.json"), encoding="utf-8") as f:
                 history = json.load(f)["log_history"]
             logs = [h for h in history if "loss" in h]
@@ -227,6 +242,8 @@ class Pipeline:
         return ("reuse", "nothing changed") if old["status"] == "done" else ("resume", "it stopped before the end")
 
     def run(self) -> None:
+        if self.a.label_counts:
+            return self.run_label_curve()
         if self.a.seeds:
             return self.run_seeds()
         for stage in self.stages:
@@ -284,6 +301,88 @@ class Pipeline:
         if self.a.study_figure:
             study_figure(per_seed, self.a.study_figure)
         print("\n" + table, flush=True)
+
+
+    def label_counts(self) -> list[int]:
+        try:
+            counts = sorted({int(x) for x in self.a.label_counts.split(",")})
+        except ValueError:
+            raise DataError(f"--label_counts must be comma-separated integers, got {self.a.label_counts!r}") from None
+        if counts[0] < 1 or counts[-1] > self.a.n_prefs:
+            raise DataError(f"--label_counts must lie in [1, n_prefs = {self.a.n_prefs}], got {self.a.label_counts!r}")
+        if "eval" not in self.stages or self.a.data_dir:
+            raise DataError("--label_counts needs the eval stage and the synthetic data (no data_dir)")
+        return counts
+
+    def run_label_curve(self) -> None:
+        """Per seed: the shared stages once (and the SFT judge's evaluation), then every other stage
+        once per label count n on the first n labelled pairs, largest n first so that the smaller
+        ones take its judgments; then the curve's table, paired differences, figure and manifest."""
+        from utils.label_curve import label_curve_figure, label_curve_table
+
+        counts = self.label_counts()
+        seeds = [int(x) for x in self.a.seeds.split(",")] if self.a.seeds else [self.a.seed]
+        commit = git_commit()  # before the run rewrites its own tracked table and figure
+        runs, wall = {}, {}
+        for seed in seeds:
+            print(f"===== seed {seed} =====", flush=True)
+            t0 = time.time()
+            out = os.path.join(self.a.output_dir, f"seed{seed}") if self.a.seeds else self.a.output_dir
+            runs[seed] = self.label_runs(seed, out, counts)
+            wall[seed] = round(time.time() - t0, 1)
+        judges = [(key, name) for key, name, stage, _ in JUDGES if key == "sft" or stage in self.stages]
+        table = label_curve_table(runs, counts, judges, self.a.eval_split)
+        out = self.a.study_table or os.path.join(self.a.output_dir, "label_curve.md")
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(table + "\n")
+        write_json(os.path.join(os.path.dirname(os.path.abspath(out)), "manifest.json"), manifest(wall, commit))
+        if self.a.study_figure:
+            label_curve_figure(runs, counts, judges, self.a.study_figure)
+        print("\n" + table, flush=True)
+
+    def label_runs(self, seed: int, out: str, counts: list[int]) -> dict:
+        """One seed of a label curve: {"sft": eval file, "per_n": {n: {judge key: eval file}}}."""
+        shared = [s for s in self.stages if s in SHARED_STAGES]
+        base = Pipeline(replace(self.a, seeds=None, label_counts=None, seed=seed, output_dir=out,
+                                stages=",".join([*shared, "eval"])))
+        base.run()
+        rest = [s for s in self.stages if s not in SHARED_STAGES]
+        per_n, largest = {}, None
+        for n in sorted(counts, reverse=True):
+            sub_out = os.path.join(out, f"n{n}")
+            print(f"----- seed {seed}, n = {n} labelled pairs -----", flush=True)
+            data_dir = labelled_subset(base.paths["data"], os.path.join(sub_out, "data"), n, self.a.eval_split)
+            sub = Pipeline(replace(self.a, seeds=None, label_counts=None, seed=seed, output_dir=sub_out,
+                                   data_dir=data_dir, sft_model=base.paths["sft"], samples_from=largest,
+                                   stages=",".join(rest)), evaluate_sft=False)
+            sub.run()
+            if "refine" in rest and largest is None:
+                largest = sub.paths["refine"]
+            per_n[n] = {key: os.path.join(sub.paths["eval"], f"{key}.json") for key, *_ in sub.judges()}
+        return {"sft": os.path.join(base.paths["eval"], "sft.json"), "per_n": per_n}
+
+
+def labelled_subset(src: str, dst: str, n: int, split: str) -> str:
+    """dst holding the first n labelled pairs of src/prefs.jsonl and src's evaluation split; files
+    are rewritten only when their content changes, so the stages reading them are reused."""
+    with open(os.path.join(src, "prefs.jsonl"), encoding="utf-8") as f:
+        lines = [line for line in f if line.strip()]
+    if len(lines) < n:
+        raise DataError(f"{src}/prefs.jsonl: {len(lines)} labelled pairs, fewer than n = {n}")
+    os.makedirs(dst, exist_ok=True)
+    with open(os.path.join(src, f"{split}.jsonl"), encoding="utf-8") as f:
+        wanted = {"prefs.jsonl": "".join(lines[:n]), f"{split}.jsonl": f.read()}
+    for name, text in wanted.items():
+        path = os.path.join(dst, name)
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                if f.read() == text:
+                    continue
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
+    return dst
 
 
 def manifest(wall_s: dict[int, float], commit: str | None) -> dict:

@@ -16,6 +16,8 @@ pairs.jsonl and stats.json are written atomically at the end; stats.json is writ
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ from generate.sampling import SAMPLERS, HFSampler, check_sampling_lengths, parse
 from generate.vllm_sampler import VLLMOptions, VLLMSampler, cpu_only, require_vllm
 from models.loading import ModelArguments, load_model, load_tokenizer, model_context_length
 from utils.config import check_settings, parse_args, require, run_main
-from utils.io import DataError, write_json, write_jsonl
+from utils.io import DataError, read_jsonl, write_json, write_jsonl
 from utils.logging import get_logger
 from utils.seed import derive_seed, set_seed
 from utils.sharding import ChunkedRun, check_fingerprint, process_state, remove_shards
@@ -66,6 +68,10 @@ class RefinementArguments:
     score_with: str = field(default="model", metadata={
         "help": "Perplexities from a forward pass of the model (model), or from the log-probs vLLM sampled with "
                 "(sampler; --sampler vllm only: no second pass, no second model in memory)."})
+    samples_from: str = field(default=None, metadata={
+        "help": "A finished refinement's output_dir: take its judgments of this run's items (same judge, same "
+                "sampling settings) instead of sampling again; threshold, levels and pairs are rebuilt over this "
+                "run's items. A label curve's smaller label sets reuse the largest one's samples this way."})
     seed: int = field(default=0)
 
     # Fields that may change between a stopped run and its continuation: they act after sampling
@@ -164,6 +170,35 @@ def finalize(records: list[dict], args: RefinementArguments) -> tuple[list[dict]
     return records, pairs, refinement_stats(records, pairs, threshold)
 
 
+def reused_samples(args: RefinementArguments, model_args: ModelArguments, groups: list[list[tuple]]) -> list[dict]:
+    """This run's items' judgments from the refinement in --samples_from, checked to come from the
+    same judge and sampling settings and from the very prompts this run would sample from."""
+    src = args.samples_from
+    if not os.path.exists(os.path.join(src, "stats.json")):
+        raise DataError(f"--samples_from {src}: not a finished refinement (no stats.json)")
+    with open(os.path.join(src, "refine_args.json"), encoding="utf-8") as f:
+        theirs = json.load(f)
+    ours = {k: v for k, v in dataclasses.asdict(args).items()
+            if k not in (*RefinementArguments.RESUMABLE, "output_dir", "pref_file", "samples_from")}
+    ours["model_name_or_path"] = model_args.model_name_or_path
+    changed = sorted(k for k in ours if theirs.get(k) != ours[k])
+    if changed:
+        raise DataError(f"--samples_from {src}: sampled with other settings ({', '.join(changed)})")
+    logged = read_jsonl(os.path.join(src, "samples.jsonl"))
+    by_item = {}
+    for r in logged:
+        by_item.setdefault(r["item_id"], []).append(r)
+    for item_groups in groups:
+        item = item_groups[0][0]
+        prompts = {g["prompt_id"]: g["prompt"] for _, g in item_groups}
+        found = by_item.get(str(item["id"]), [])
+        if not found or any(prompts.get(r["prompt_id"]) != r["prompt"] for r in found) or \
+                {r["prompt_id"] for r in found} != set(prompts):
+            raise DataError(f"--samples_from {src}: no judgments of item {item['id']!r} as {args.pref_file} states it")
+    wanted = {str(item_groups[0][0]["id"]) for item_groups in groups}
+    return [{k: v for k, v in r.items() if k != "level"} for r in logged if r["item_id"] in wanted]  # logged order
+
+
 def make_sampler(args: RefinementArguments, model_args: ModelArguments, vllm_options, model, tokenizer):
     if args.sampler == "vllm":
         return VLLMSampler(model_args.model_name_or_path, tokenizer, vllm_options, top_p=args.top_p, seed=args.seed,
@@ -194,6 +229,12 @@ def main(argv=None) -> None:
             os.remove(stats_path)  # this run's stats will replace it; until then the run is unfinished
     state.wait_for_everyone()
 
+    if args.samples_from is not None:  # nothing to sample: process 0 rebuilds levels and pairs
+        if not state.is_main_process:
+            return
+        records, pairs, stats = finalize(reused_samples(args, model_args, groups), args)
+        write_outputs(args, records, pairs, stats)
+        return
     set_seed(args.seed)
     model = None
     if args.sampler == "hf" or args.score_with == "model":  # vLLM with its own scores needs no second model
@@ -212,8 +253,13 @@ def main(argv=None) -> None:
     if records is None:  # not process 0: it merges and writes the outputs
         return
     records, pairs, stats = finalize(records, args)
+    write_outputs(args, records, pairs, stats)
+
+
+def write_outputs(args: RefinementArguments, records: list[dict], pairs: list[dict], stats: dict) -> None:
+    """samples.jsonl and pairs.jsonl, then stats.json last: its presence marks a finished run."""
     write_jsonl(os.path.join(args.output_dir, "samples.jsonl"), records)
-    remove_shards(args.output_dir, "samples")
+    remove_shards(args.output_dir, "samples")  # merged into samples.jsonl
     write_jsonl(os.path.join(args.output_dir, "pairs.jsonl"), pairs)
     write_json(os.path.join(args.output_dir, "stats.json"), stats)
     print(summary_line(stats))

@@ -75,6 +75,33 @@ def test_pair_settings_may_change_on_resume(uninterrupted, sft_dir, synthetic_di
     assert per_item and max(per_item.values()) == 1 and set(per_item) == set(before)
 
 
+def test_samples_from_reuses_a_larger_runs_judgments_and_rebuilds_levels(uninterrupted, sft_dir, synthetic_dir,
+                                                                          tmp_path):
+    from utils.io import DataError
+
+    prefs = os.path.join(synthetic_dir, "prefs.jsonl")
+    out = str(tmp_path / "first4")
+    refine.main(_args(sft_dir, prefs, out, "--max_items", "4", "--samples_from", uninterrupted))
+    big, _, _ = read_refinement(uninterrupted)
+    samples, pairs, stats = read_refinement(out)
+    first4 = {s["item_id"] for s in samples}
+    assert len(first4) == 4 == stats["items"] and stats["samples"] == len(samples) == 4 * 2 * 2 * 4
+    strip = lambda s: {k: v for k, v in s.items() if k != "level"}  # noqa: E731
+    assert [strip(s) for s in samples] == [strip(s) for s in big if s["item_id"] in first4]  # the same judgments
+    scores = sorted(s["score"] for s in samples)  # threshold and levels from this run's items only
+    assert stats["threshold"] == pytest.approx((scores[31] + scores[32]) / 2)
+    assert all(s["level"] in (("SA", "WA") if s["correct"] and s["finished"] else ("WR", "SR")) for s in samples)
+    assert_pairs_within_prompts(samples, pairs)
+
+    with pytest.raises(DataError, match="sampled with other settings \\(num_samples\\)"):
+        refine.main(_args(sft_dir, prefs, str(tmp_path / "k2"), "--max_items", "4", "--samples_from", uninterrupted,
+                          "--num_samples", "2"))
+    with pytest.raises(DataError, match="no judgments of item 'prefs-10'"):
+        refine.main(_args(sft_dir, prefs, str(tmp_path / "more"), "--max_items", "11", "--samples_from", uninterrupted))
+    with pytest.raises(DataError, match="not a finished refinement"):
+        refine.main(_args(sft_dir, prefs, str(tmp_path / "x"), "--max_items", "4", "--samples_from", str(tmp_path)))
+
+
 def test_bad_pref_rows_fail_with_the_line_number(tmp_path, tiny_model_dir):
     prefs = tmp_path / "prefs.jsonl"
     prefs.write_text('{"id": 1, "question": "q", "answer_pos": "a", "answer_neg": "b"}\n'

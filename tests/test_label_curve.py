@@ -1,0 +1,93 @@
+import json
+
+import pytest
+
+from tests.conftest import run_script
+from utils.label_curve import item_scores, paired_difference
+
+CURVE = """
+output_dir: {out}
+study_table: {out}/curve.md
+study_figure: {out}/curve.png
+seed: 0
+label_counts: "4,8"
+stages: tiny,data,sft,refine,mdpo,rft,eval
+n_sft: 300
+n_prefs: 8
+n_val: 4
+n_test: 12
+sft_args: "--max_steps 40 --logging_steps 10"
+refine_args: "--num_samples 2 --templates compare --max_new_tokens 48 --items_per_chunk 4"
+mdpo_args: "--max_steps 2 --per_device_train_batch_size 4"
+rft_args: "--loss_type sft --loss_weights 16.0"
+eval_args: "--max_new_tokens 48"
+"""
+
+
+def _jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def curve(tmp_path_factory):
+    out = tmp_path_factory.mktemp("curve")
+    cfg = out / "curve.yaml"
+    cfg.write_text(CURVE.format(out=out / "run"))
+    proc = run_script("run_pipeline.py", "--config", str(cfg))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return cfg, out / "run", proc.stdout
+
+
+def test_a_label_curve_shares_the_sft_judge_and_the_judgments_across_label_counts(curve):
+    _, run, _ = curve
+    prefs = _jsonl(run / "data" / "prefs.jsonl")
+    assert [p["id"] for p in _jsonl(run / "n4" / "data" / "prefs.jsonl")] == [p["id"] for p in prefs[:4]]
+    big, small = _jsonl(run / "n8" / "refine" / "samples.jsonl"), _jsonl(run / "n4" / "refine" / "samples.jsonl")
+    first4 = {str(p["id"]) for p in prefs[:4]}
+    drop_level = lambda rows: [{k: v for k, v in r.items() if k != "level"} for r in rows]  # noqa: E731
+    assert drop_level(small) == drop_level([r for r in big if r["item_id"] in first4])
+    for n in (4, 8):
+        for stage in ("mdpo", "rft"):
+            cfg = (run / f"n{n}" / stage / "run_config.yaml").read_text()
+            assert str(run / "sft") in cfg and str(run / f"n{n}" / "refine" / "pairs.jsonl") in cfg
+        assert "- sft\n" in (run / f"n{n}" / "rft" / "run_config.yaml").read_text()
+        assert sorted(p.name for p in (run / f"n{n}" / "eval").glob("*.json")) == ["gfriend.json", "rft.json", "stage.json"]
+    assert not (run / "sft" / "n4").exists() and (run / "eval" / "sft.json").exists()  # the SFT judge once
+
+
+def test_the_curve_table_reports_each_method_and_gfriends_paired_differences(curve):
+    _, run, stdout = curve
+    table = (run / "curve.md").read_text()
+    assert "| method | n = 4 | n = 8 |" in table
+    sft = 100 * sum(item_scores(str(run / "eval" / "sft.json")).values()) / 12
+    gf8 = item_scores(str(run / "n8" / "eval" / "gfriend.json"))
+    gf = 100 * sum(gf8.values()) / 12
+    assert f"| SFT judge | {sft:.1f} ± 0.0 | {sft:.1f} ± 0.0 |" in table
+    assert f"| GFRIEND (M-DPO) | " in table and f"{gf:.1f} ± 0.0 |\n" in table
+    row = next(line for line in table.splitlines() if line.startswith("| GFRIEND − SFT judge"))
+    assert row.endswith("|") and row.count("[") == 2 and f"{gf - sft:+.1f} [" in row.split("|")[-2]
+    assert "| GFRIEND − RFT (NLL on refined chosen) |" in table
+    assert (run / "curve.png").stat().st_size > 10_000
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert list(manifest["wall_s_per_seed"]) == ["0"]
+
+
+def test_a_rerun_of_an_unchanged_curve_reuses_every_stage(curve):
+    cfg, _, _ = curve
+    stdout = run_script("run_pipeline.py", "--config", str(cfg)).stdout
+    said = [line for line in stdout.splitlines() if line.startswith("[") and "] " in line]
+    assert said and all("] reused" in line for line in said), said
+
+
+def test_paired_differences_resample_items_within_each_seed():
+    same = [{"a": 1.0, "b": 0.0}, {"a": 0.5, "b": 1.0, "c": 0.0}]
+    assert paired_difference(same, same) == (0.0, 0.0, 0.0)
+    right = [{str(i): 1.0 for i in range(50)}]
+    wrong = [{str(i): 0.0 for i in range(50)}]
+    assert paired_difference(right, wrong) == (100.0, 100.0, 100.0)
+    half = [{str(i): float(i % 2) for i in range(400)}]
+    d, lo, hi = paired_difference(half, [{str(i): 0.0 for i in range(400)}], n_boot=4000)
+    assert d == 50.0 and 44.0 < lo < 47.5 and 52.5 < hi < 56.0  # about 50 +- 1.96 * 2.5
+    with pytest.raises(Exception, match="different items"):
+        paired_difference(right, [{"x": 1.0}])

@@ -1,0 +1,111 @@
+"""A label curve's report: accuracy against the number of labelled pairs, per method, over seeds,
+and GFRIEND's paired differences with a 95% bootstrap interval over test items.
+
+The runs are {seed: {"sft": eval file, "per_n": {n: {judge key: eval file}}}} (run_pipeline.py
+--label_counts); the SFT judge uses no labels, so it is one value per seed at every n.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from utils.io import DataError
+
+GFRIEND = "gfriend"
+
+
+def item_scores(path: str) -> dict[str, float]:
+    """{item id: score} of the one eval file in a run_eval.py results file (the mean is its accuracy)."""
+    with open(path, encoding="utf-8") as f:
+        items = json.load(f)["items"]
+    (rows,) = items.values()
+    return {str(r["id"]): float(r["correct"]) for r in rows}
+
+
+def scores_of(runs: dict, key: str, n: int) -> list[dict[str, float]]:
+    """One {item: score} per seed for judge `key` trained on n labels."""
+    return [item_scores(r["sft"] if key == "sft" else r["per_n"][n][key]) for r in runs.values()]
+
+
+def accuracy(scores: dict[str, float]) -> float:
+    return 100 * sum(scores.values()) / len(scores)
+
+
+def paired_difference(a: list[dict[str, float]], b: list[dict[str, float]], n_boot: int = 2000,
+                      seed: int = 0) -> tuple[float, float, float]:
+    """Mean over seeds of accuracy(a) - accuracy(b) in points, with its 95% percentile bootstrap
+    interval: each seed's test items are resampled, the same draw for both judges, so the
+    interval reflects which items were tested (the judges' shared luck cancels)."""
+    rng = np.random.default_rng(seed)
+    boot, point = np.zeros(n_boot), 0.0
+    for sa, sb in zip(a, b):
+        if set(sa) != set(sb):
+            raise DataError("paired difference: the two judges were tested on different items")
+        ids = sorted(sa)
+        d = np.array([sa[i] - sb[i] for i in ids])
+        point += d.mean()
+        boot += d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
+    k = len(a)
+    lo, hi = np.percentile(boot / k, [2.5, 97.5])
+    return 100 * point / k, 100 * lo, 100 * hi
+
+
+def _mean_std(values: list[float]) -> str:
+    m = float(np.mean(values))
+    sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return f"{m:.1f} ± {sd:.1f}"
+
+
+def label_curve_table(runs: dict, counts: list[int], judges: list[tuple[str, str]], split: str) -> str:
+    """Markdown: accuracy mean ± std per method and label count, then GFRIEND minus each other
+    method with its bootstrap interval."""
+    seeds = ", ".join(map(str, runs))
+    n_items = len(scores_of(runs, "sft", counts[0])[0])
+    head = "| method | " + " | ".join(f"n = {n}" for n in counts) + " |"
+    rule = "|---" * (len(counts) + 1) + "|"
+    lines = [f"Accuracy (%) on {n_items} held-out {split} pairs, both answer orders, against the number of "
+             f"labelled pairs n; mean ± std over seeds {seeds}.", "", head, rule]
+    for key, name in judges:
+        lines.append(f"| {name} | " + " | ".join(_mean_std([accuracy(s) for s in scores_of(runs, key, n)])
+                                                 for n in counts) + " |")
+    names = dict(judges)
+    if GFRIEND in names:
+        lines += ["", f"GFRIEND minus each method, points, mean over seeds {seeds} [95% bootstrap interval over "
+                      "test items]:", "", head.replace("| method |", "| difference |"), rule]
+        for key, name in judges:
+            if key == GFRIEND:
+                continue
+            cells = []
+            for n in counts:
+                d, lo, hi = paired_difference(scores_of(runs, GFRIEND, n), scores_of(runs, key, n))
+                cells.append(f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]")
+            lines.append(f"| GFRIEND − {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def label_curve_figure(runs: dict, counts: list[int], judges: list[tuple[str, str]], path: str) -> None:
+    """Accuracy against n (log scale), one line per method, mean ± std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for key, name in judges:
+        acc = np.array([[accuracy(s) for s in scores_of(runs, key, n)] for n in counts])
+        sd = acc.std(axis=1, ddof=1) if acc.shape[1] > 1 else np.zeros(len(counts))
+        style = {"linestyle": "--", "color": "#777777"} if key == "sft" else {"marker": "o"}
+        if key == GFRIEND:
+            style.update(color="#dd4422", linewidth=2.2)
+        ax.errorbar(counts, acc.mean(axis=1), yerr=sd, capsize=3, label=name, **style)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(counts, [str(n) for n in counts])
+    ax.set_xlabel("labelled pairs n")
+    ax.set_ylabel("pairwise accuracy (%)")
+    ax.set_title(f"Label curve on the synthetic task, mean ± std over {len(runs)} seed(s)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=120)
