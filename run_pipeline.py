@@ -11,11 +11,18 @@ its config file's values, the data files it reads, the records of the stages bef
 project's code and the library versions); otherwise it runs again, with one line saying why
 ("sft: learning_rate changed 0.003 → 0.001"), and so does every stage after it. A stage killed
 midway resumes when nothing changed. --force redoes the listed stages.
+
+Studies: `seeds` repeats the run per seed (mean ± std table); `label_counts` trains every method on
+the first n labelled pairs for each n from one SFT judge and one set of judgments per seed (a label
+curve, with GFRIEND's paired differences and bootstrap intervals); `sweep` runs a grid of M-DPO and
+pair-building settings the same way; `rounds` repeats refinement -> M-DPO from the last round's judge.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -34,7 +41,9 @@ ALL_STAGES = ("tiny", "data", "sft", "refine", "mdpo", "dpo", "rft", "label_pair
 UPSTREAM = {"tiny": (), "data": (), "sft": ("tiny", "data"), "refine": ("sft", "data"), "mdpo": ("sft", "refine"),
             "dpo": ("sft", "refine"), "rft": ("sft", "refine"), "label_pairs": ("sft", "data"),
             "label_mdpo": ("sft", "label_pairs"), "bt": ("sft", "data"), "eval": ("data",)}
-SHARED_STAGES = ("tiny", "data", "sft")  # a label curve runs these once per seed, the rest once per label count
+SHARED_STAGES = ("tiny", "data", "sft")  # a label curve or sweep runs these once per seed, the rest per variant
+# Refinement settings that only rebuild levels and pairs from the logged judgments (a sweep over them reuses the samples).
+PAIR_SETTINGS = ("threshold", "max_pairs_per_item", "unfinished", "drop_unparseable")
 DATA_FILES = {"sft": ("sft.jsonl",), "refine": ("prefs.jsonl",), "label_pairs": ("prefs.jsonl",),
               "bt": ("prefs.jsonl",)}  # eval: its split's file
 # (key, name in tables, stage that trains it, model type); the SFT judge is always evaluated.
@@ -53,6 +62,16 @@ class PipelineArguments:
     sft_model: str = field(default=None, metadata={"help": "Start from this SFT judge instead of training one."})
     samples_from: str = field(default=None, metadata={
         "help": "Refinement takes its items' judgments from this finished refinement instead of sampling."})
+    rounds: int = field(default=1, metadata={
+        "help": "Refinement -> M-DPO rounds: round r >= 2 samples with round r-1's GFRIEND judge and trains from it "
+                "(policy and reference) on the same labels, in output_dir/round{r}."})
+    rounds_at: int = field(default=None, metadata={
+        "help": "With label_counts: the one label count at which rounds >= 2 run (default: every one)."})
+    sweep: str = field(default=None, metadata={
+        "help": "A grid 'flag=v1,v2; flag=v1,v2' of M-DPO flags and refinement's pair-building flags "
+                "(threshold, max_pairs_per_item, unfinished, drop_unparseable): per seed "
+                "one run per setting from the same SFT judge and judgments, in output_dir[/seedS]/sweep/; "
+                "study_table gets the table."})
     label_counts: str = field(default=None, metadata={
         "help": "Comma-separated numbers of labelled pairs n (a label curve): per seed one SFT judge, then for "
                 "each n refinement and every judge on the first n of the n_prefs pairs, in output_dir[/seedS]/nN "
@@ -94,6 +113,8 @@ class Pipeline:
         self.paths = {stage: os.path.join(o, stage) for stage in ALL_STAGES}
         self.paths.update({"tiny": a.base_model or os.path.join(o, "tiny-base"),
                            "data": a.data_dir or os.path.join(o, "data"), "sft": a.sft_model or self.paths["sft"]})
+        if a.rounds < 1:
+            raise DataError(f"--rounds must be at least 1, got {a.rounds}")
         self.stages = [s.strip() for s in a.stages.split(",") if s.strip()]
         unknown = [s for s in self.stages if s not in ALL_STAGES]
         if unknown:
@@ -244,6 +265,8 @@ class Pipeline:
     def run(self) -> None:
         if self.a.label_counts:
             return self.run_label_curve()
+        if self.a.sweep:
+            return self.run_sweep()
         if self.a.seeds:
             return self.run_seeds()
         for stage in self.stages:
@@ -269,6 +292,28 @@ class Pipeline:
         if os.path.exists(table):
             with open(table, encoding="utf-8") as f:
                 print("\nResults\n" + f.read(), flush=True)
+        self.run_rounds()
+
+    def round_judges(self) -> list[tuple[str, str, str]]:
+        """(key, display name, eval file) of the GFRIEND judge of every round after the first."""
+        if self.a.rounds < 2 or "mdpo" not in self.stages:
+            return []
+        return [(f"gfriend_r{r}", f"GFRIEND round {r}", os.path.join(self.a.output_dir, f"round{r}", "eval",
+                                                                    "gfriend.json")) for r in range(2, self.a.rounds + 1)]
+
+    def run_rounds(self) -> None:
+        """Rounds 2.. (iterative self-taught evaluation): each is refinement and M-DPO on the same
+        labelled pairs with the previous round's GFRIEND judge as sampler, initial policy and
+        reference, then that judge's evaluation."""
+        previous = self.paths["mdpo"]
+        for r, _ in enumerate(self.round_judges(), start=2):
+            print(f"----- round {r}: refinement and M-DPO from {previous} -----", flush=True)
+            sub = Pipeline(replace(self.a, seeds=None, label_counts=None, sweep=None, rounds=1, samples_from=None,
+                                   output_dir=os.path.join(self.a.output_dir, f"round{r}"),
+                                   data_dir=self.paths["data"], sft_model=previous, stages="refine,mdpo,eval"),
+                           evaluate_sft=False)
+            sub.run()
+            previous = sub.paths["mdpo"]
 
     def run_seeds(self) -> None:
         """One full run per seed (same settings), then accuracy mean +- std per judge, the per-seed
@@ -284,24 +329,17 @@ class Pipeline:
             sub = Pipeline(a)
             sub.run()
             wall[seed] = round(time.time() - t0, 1)
-            per_seed.append({name: read_result(os.path.join(sub.paths["eval"], f"{key}.json"))
-                             for key, name, _, _ in sub.judges()})
+            per_seed.append({**{name: read_result(os.path.join(sub.paths["eval"], f"{key}.json"))
+                                for key, name, _, _ in sub.judges()},
+                             **{name: read_result(path) for _, name, path in sub.round_judges()}})
             with open(os.path.join(sub.paths["eval"], "table.md"), encoding="utf-8") as f:
                 seed_tables[seed] = f.read()
-        table = study_table(per_seed, seeds, self.a.eval_split)
-        out = self.a.study_table or os.path.join(self.a.output_dir, "table.md")
-        folder = os.path.dirname(os.path.abspath(out))
-        os.makedirs(folder, exist_ok=True)
-        with open(out, "w", encoding="utf-8") as f:
-            f.write(table + "\n")
+        folder = self.write_report(study_table(per_seed, seeds, self.a.eval_split), "table.md", wall, commit)
         for seed, text in seed_tables.items():
             with open(os.path.join(folder, f"seed{seed}.md"), "w", encoding="utf-8") as f:
                 f.write(text)
-        write_json(os.path.join(folder, "manifest.json"), manifest(wall, commit))
         if self.a.study_figure:
             study_figure(per_seed, self.a.study_figure)
-        print("\n" + table, flush=True)
-
 
     def label_counts(self) -> list[int]:
         try:
@@ -312,15 +350,41 @@ class Pipeline:
             raise DataError(f"--label_counts must lie in [1, n_prefs = {self.a.n_prefs}], got {self.a.label_counts!r}")
         if "eval" not in self.stages or self.a.data_dir:
             raise DataError("--label_counts needs the eval stage and the synthetic data (no data_dir)")
+        if self.a.rounds_at is not None and self.a.rounds_at not in counts:
+            raise DataError(f"--rounds_at {self.a.rounds_at} is not one of --label_counts {self.a.label_counts}")
         return counts
 
     def run_label_curve(self) -> None:
         """Per seed: the shared stages once (and the SFT judge's evaluation), then every other stage
         once per label count n on the first n labelled pairs, largest n first so that the smaller
         ones take its judgments; then the curve's table, paired differences, figure and manifest."""
-        from utils.label_curve import label_curve_figure, label_curve_table
+        from utils.study_report import label_curve_figure, label_curve_table
 
         counts = self.label_counts()
+        variants = [Variant(f"n{n}", n, rounds=self.a.rounds if self.a.rounds_at in (None, n) else 1)
+                    for n in sorted(counts, reverse=True)]
+        runs, wall, commit = self.run_variants(variants)
+        for r in runs.values():
+            r["per"] = {int(name[1:]): files for name, files in r["per"].items()}
+        judges = [(key, name) for key, name, stage, _ in JUDGES if key == "sft" or stage in self.stages]
+        judges += [(key, name) for key, name, _ in self.round_judges()]
+        self.write_report(label_curve_table(runs, counts, judges, self.a.eval_split), "label_curve.md", wall, commit)
+        if self.a.study_figure:
+            label_curve_figure(runs, counts, judges, self.a.study_figure)
+
+    def run_sweep(self) -> None:
+        """Per seed one run per setting of the --sweep grid from the same SFT judge and judgments,
+        evaluated on eval_split (choose settings on val); then one table of every setting."""
+        from utils.study_report import sweep_table
+
+        variants = self.sweep_variants()
+        runs, wall, commit = self.run_variants(variants)
+        judges = [(key, name) for key, name, stage, _ in JUDGES if key != "sft" and stage in self.stages]
+        self.write_report(sweep_table(runs, [v.name for v in variants], judges, self.a.eval_split), "sweep.md",
+                          wall, commit)
+
+    def run_variants(self, variants: list["Variant"]) -> tuple[dict, dict, str | None]:
+        """variant_runs for every seed: (runs by seed, wall seconds by seed, the commit at the start)."""
         seeds = [int(x) for x in self.a.seeds.split(",")] if self.a.seeds else [self.a.seed]
         commit = git_commit()  # before the run rewrites its own tracked table and figure
         runs, wall = {}, {}
@@ -328,39 +392,84 @@ class Pipeline:
             print(f"===== seed {seed} =====", flush=True)
             t0 = time.time()
             out = os.path.join(self.a.output_dir, f"seed{seed}") if self.a.seeds else self.a.output_dir
-            runs[seed] = self.label_runs(seed, out, counts)
+            runs[seed] = self.variant_runs(seed, out, variants)
             wall[seed] = round(time.time() - t0, 1)
-        judges = [(key, name) for key, name, stage, _ in JUDGES if key == "sft" or stage in self.stages]
-        table = label_curve_table(runs, counts, judges, self.a.eval_split)
-        out = self.a.study_table or os.path.join(self.a.output_dir, "label_curve.md")
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        return runs, wall, commit
+
+    def write_report(self, table: str, default_name: str, wall: dict, commit: str | None) -> str:
+        """The table (study_table, or output_dir/default_name) with a manifest beside it; returns their folder."""
+        out = self.a.study_table or os.path.join(self.a.output_dir, default_name)
+        folder = os.path.dirname(os.path.abspath(out))
+        os.makedirs(folder, exist_ok=True)
         with open(out, "w", encoding="utf-8") as f:
             f.write(table + "\n")
-        write_json(os.path.join(os.path.dirname(os.path.abspath(out)), "manifest.json"), manifest(wall, commit))
-        if self.a.study_figure:
-            label_curve_figure(runs, counts, judges, self.a.study_figure)
+        write_json(os.path.join(folder, "manifest.json"), manifest(wall, commit))
         print("\n" + table, flush=True)
+        return folder
 
-    def label_runs(self, seed: int, out: str, counts: list[int]) -> dict:
-        """One seed of a label curve: {"sft": eval file, "per_n": {n: {judge key: eval file}}}."""
+    def variant_runs(self, seed: int, out: str, variants: list["Variant"]) -> dict:
+        """The shared stages of one seed once (and the SFT judge's evaluation), then every other
+        stage once per variant (a number of labels, extra flags) in out/<variant dir>, from the same
+        SFT judge; the variants after the first take its judgments instead of sampling again.
+        Returns {"sft": eval file, "per": {variant name: {judge key: eval file}}}."""
         shared = [s for s in self.stages if s in SHARED_STAGES]
-        base = Pipeline(replace(self.a, seeds=None, label_counts=None, seed=seed, output_dir=out,
+        base = Pipeline(replace(self.a, seeds=None, label_counts=None, sweep=None, seed=seed, output_dir=out,
                                 stages=",".join([*shared, "eval"])))
         base.run()
         rest = [s for s in self.stages if s not in SHARED_STAGES]
-        per_n, largest = {}, None
-        for n in sorted(counts, reverse=True):
-            sub_out = os.path.join(out, f"n{n}")
-            print(f"----- seed {seed}, n = {n} labelled pairs -----", flush=True)
-            data_dir = labelled_subset(base.paths["data"], os.path.join(sub_out, "data"), n, self.a.eval_split)
-            sub = Pipeline(replace(self.a, seeds=None, label_counts=None, seed=seed, output_dir=sub_out,
-                                   data_dir=data_dir, sft_model=base.paths["sft"], samples_from=largest,
+        per, first = {}, None
+        for v in variants:
+            sub_out = os.path.join(out, v.folder)
+            print(f"----- seed {seed}, {v.name} -----", flush=True)
+            data_dir = labelled_subset(base.paths["data"], os.path.join(sub_out, "data"), v.n, self.a.eval_split)
+            sub = Pipeline(replace(self.a, seeds=None, label_counts=None, sweep=None, seed=seed, output_dir=sub_out,
+                                   data_dir=data_dir, sft_model=base.paths["sft"], samples_from=first,
+                                   rounds=v.rounds, refine_args=shlex.join([*shlex.split(self.a.refine_args),
+                                                                            *v.refine_flags]),
+                                   mdpo_args=shlex.join([*shlex.split(self.a.mdpo_args), *v.mdpo_flags]),
                                    stages=",".join(rest)), evaluate_sft=False)
             sub.run()
-            if "refine" in rest and largest is None:
-                largest = sub.paths["refine"]
-            per_n[n] = {key: os.path.join(sub.paths["eval"], f"{key}.json") for key, *_ in sub.judges()}
-        return {"sft": os.path.join(base.paths["eval"], "sft.json"), "per_n": per_n}
+            if "refine" in rest and first is None:
+                first = sub.paths["refine"]
+            per[v.name] = {**{key: os.path.join(sub.paths["eval"], f"{key}.json") for key, *_ in sub.judges()},
+                           **{key: path for key, _, path in sub.round_judges()}}
+        return {"sft": os.path.join(base.paths["eval"], "sft.json"), "per": per}
+
+    def sweep_variants(self) -> list["Variant"]:
+        """The grid of --sweep, 'flag=v1,v2; flag=v1,v2' (a value with spaces is several tokens:
+        'loss_weights=1 4,1 16'): refinement's pair-building flags go to refinement (the judgments
+        are reused), every other flag to the trainers."""
+        axes = []
+        for part in (p.strip() for p in self.a.sweep.split(";")):
+            flag, sep, values = part.partition("=")
+            if not sep or not flag.strip() or not values.strip():
+                raise DataError(f"--sweep must look like 'flag=v1,v2; flag=v1,v2', got {part!r}")
+            axes.append([(flag.strip(), v.strip()) for v in values.split(",")])
+        if "eval" not in self.stages or self.a.data_dir or self.a.label_counts:
+            raise DataError("--sweep needs the eval stage and the synthetic data (no data_dir, no label_counts)")
+        variants = []
+        for combo in itertools.product(*axes):
+            flags = {"refine": [], "mdpo": []}
+            for flag, value in combo:
+                flags["refine" if flag in PAIR_SETTINGS else "mdpo"] += [f"--{flag}", *value.split()]
+            name = " ".join(f"{flag}={value}" for flag, value in combo)
+            variants.append(Variant(name, self.a.n_prefs, refine_flags=flags["refine"], mdpo_flags=flags["mdpo"],
+                                    folder=os.path.join("sweep", re.sub(r"[^A-Za-z0-9._]+", "-", name))))
+        return variants
+
+
+@dataclass
+class Variant:
+    """One run of a label curve or sweep within a seed: its labels, extra flags and folder."""
+    name: str
+    n: int
+    refine_flags: list[str] = field(default_factory=list)
+    mdpo_flags: list[str] = field(default_factory=list)
+    rounds: int = 1
+    folder: str = None
+
+    def __post_init__(self):
+        self.folder = self.folder or self.name
 
 
 def labelled_subset(src: str, dst: str, n: int, split: str) -> str:

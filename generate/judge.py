@@ -13,8 +13,10 @@ verdict letter, p = P(letter A) / (P(letter A) + P(letter B)). In the swapped or
 name the other answers, so p there counts for B; the two orders are averaged, so a judge's
 position bias cancels, and with `num_samples` > 1 the samples of each order are averaged first.
 A judgment with no readable verdict has no verdict position and no p (never a guess); when only
-one order has one, p_a is that order's. The verdict is the answer p_a favours (None at exactly
-0.5 or with no p at all); `consistent` says whether both orders picked the same answer.
+one order has one, p_a is that order's. The verdict is the answer p_a favours; it is None with no
+p at all, or when p_a is within TIE of 0.5 (a confident judge that picks a different answer in each
+order averages to 0.5 +- 1e-6: the preference is the position's, not the answers'). `consistent`
+says whether both orders picked the same answer.
 """
 from __future__ import annotations
 
@@ -150,6 +152,9 @@ def both_orders(tokenizer, template: str, row: dict, max_prompt_length: int | No
             for a, b in ((row["answer_a"], row["answer_b"]), (row["answer_b"], row["answer_a"]))]
 
 
+TIE = 1e-3  # |P(A better) - 0.5| below this is no verdict
+
+
 def _as_given(letter: str | None, swapped: bool) -> str | None:
     if letter is None or not swapped:
         return letter
@@ -159,7 +164,7 @@ def _as_given(letter: str | None, swapped: bool) -> str | None:
 def _combine(orders: list[dict]) -> Judgment:
     ps = [o["p_a"] for o in orders if o["p_a"] is not None]
     p_a = sum(ps) / len(ps) if ps else None
-    verdict = None if p_a is None or p_a == 0.5 else ("A" if p_a > 0.5 else "B")
+    verdict = None if p_a is None or abs(p_a - 0.5) < TIE else ("A" if p_a > 0.5 else "B")
     picks = [majority_verdict(o["verdicts"]) for o in orders]
     return Judgment(verdict=verdict, p_a=p_a, consistent=picks[0] is not None and picks[0] == picks[1],
                     reasoning=orders[0]["responses"][0], orders=orders)

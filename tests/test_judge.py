@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from generate.judge import Judge, JudgeReward
+from generate.judge import TIE, Judge, JudgeReward, _combine
 from generate.sampling import Completion
 from tests.conftest import ROOT, run_script
 
@@ -32,13 +32,23 @@ def test_p_a_is_a_probability_symmetric_under_swapping_and_agrees_with_greedy_ve
             continue
         assert 0.0 <= j.p_a <= 1.0
         assert j.p_a == pytest.approx(1.0 - s.p_a, abs=1e-5)  # both orders averaged: position bias cancels
-        assert j.verdict == ("A" if j.p_a > 0.5 else "B")
+        assert j.verdict == (None if abs(j.p_a - 0.5) < TIE else "A" if j.p_a > 0.5 else "B")
         for order in j.orders:  # greedy: the letter the judge wrote is the one it found likelier
             verdict = order["verdicts"][0]
             if verdict is not None:
                 assert (order["p_a"] > 0.5) == (verdict == "A"), order
         picks = [o["verdicts"][0] for o in j.orders]
         assert j.consistent == (picks[0] is not None and picks[0] == picks[1])
+
+
+def test_a_judge_that_picks_by_position_gives_no_verdict():
+    # confident in each order, for the answer in slot A both times: p_a averages to 0.5
+    orders = [{"p_a": 0.9999991, "verdicts": ["A"], "responses": ["... Verdict: A"]},
+              {"p_a": 0.0000012, "verdicts": ["B"], "responses": ["... Verdict: A"]}]
+    j = _combine(orders)
+    assert (j.verdict, j.consistent) == (None, False) and j.p_a == pytest.approx(0.50000015)
+    orders[1]["p_a"] = 0.4
+    assert _combine(orders).verdict == "A"
 
 
 class Scripted:

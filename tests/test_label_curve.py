@@ -1,9 +1,10 @@
 import json
+import os
 
 import pytest
 
-from tests.conftest import run_script
-from utils.label_curve import item_scores, paired_difference
+from tests.conftest import ROOT, run_script
+from utils.study_report import item_scores, paired_difference
 
 CURVE = """
 output_dir: {out}
@@ -11,6 +12,8 @@ study_table: {out}/curve.md
 study_figure: {out}/curve.png
 seed: 0
 label_counts: "4,8"
+rounds: 2
+rounds_at: 8
 stages: tiny,data,sft,refine,mdpo,rft,eval
 n_sft: 300
 n_prefs: 8
@@ -56,6 +59,20 @@ def test_a_label_curve_shares_the_sft_judge_and_the_judgments_across_label_count
     assert not (run / "sft" / "n4").exists() and (run / "eval" / "sft.json").exists()  # the SFT judge once
 
 
+def test_a_second_round_starts_from_the_first_rounds_judge_at_its_label_count(curve):
+    _, run, _ = curve
+    first, second = run / "n8" / "mdpo", run / "n8" / "round2"
+    refine_args = json.loads((second / "refine" / "refine_args.json").read_text())
+    assert refine_args["model_name_or_path"] == str(first)  # samples with round 1's judge
+    cfg = (second / "mdpo" / "run_config.yaml").read_text()
+    assert f"model_name_or_path: {first}" in cfg and str(second / "refine" / "pairs.jsonl") in cfg
+    assert sorted(p.name for p in (second / "eval").glob("*.json")) == ["gfriend.json", "stage.json"]
+    assert not (run / "n4" / "round2").exists()
+    table = (run / "curve.md").read_text()
+    acc = 100 * sum(item_scores(str(second / "eval" / "gfriend.json")).values()) / 12
+    assert f"| GFRIEND round 2 | – | {acc:.1f} ± 0.0 |" in table
+
+
 def test_the_curve_table_reports_each_method_and_gfriends_paired_differences(curve):
     _, run, stdout = curve
     table = (run / "curve.md").read_text()
@@ -80,6 +97,42 @@ def test_a_rerun_of_an_unchanged_curve_reuses_every_stage(curve):
     assert said and all("] reused" in line for line in said), said
 
 
+def test_a_sweep_runs_every_setting_from_the_same_sft_judge_and_judgments(curve):
+    cfg, run, _ = curve
+    proc = run_script("run_pipeline.py", "--config", str(cfg), "--label_counts", "", "--rounds", "1",
+                      "--sweep", "threshold=median,q0.3", "--study_table", str(run / "sweep.md"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    said = [line for line in proc.stdout.splitlines() if line.startswith(("[tiny]", "[data]", "[sft]"))]
+    assert said and all("] reused" in line for line in said), said  # the label curve's SFT judge
+    median, q03 = run / "sweep" / "threshold-median", run / "sweep" / "threshold-q0.3"
+    a, b = _jsonl(median / "refine" / "samples.jsonl"), _jsonl(q03 / "refine" / "samples.jsonl")
+    assert [r["response"] for r in a] == [r["response"] for r in b]  # judged once, levels rebuilt
+    stats = json.loads((q03 / "refine" / "stats.json").read_text())
+    scores = sorted(r["score"] for r in b)
+    assert scores[int(0.3 * len(scores)) - 1] <= stats["threshold"] <= scores[int(0.3 * len(scores)) + 1]
+    assert str(q03 / "refine" / "pairs.jsonl") in (q03 / "mdpo" / "run_config.yaml").read_text()
+    table = (run / "sweep.md").read_text()
+    gf = 100 * sum(item_scores(str(q03 / "eval" / "gfriend.json")).values()) / 12
+    assert f"| threshold=q0.3 | GFRIEND (M-DPO) | {gf:.1f} | {gf:.1f} ± 0.0 |" in table
+    assert "| (none) | SFT judge |" in table and "| threshold=median | RFT (NLL on refined chosen) |" in table
+
+
+def test_a_sweep_grid_sends_pair_settings_to_refinement_and_the_rest_to_the_trainers():
+    from run_pipeline import Pipeline, PipelineArguments
+    from utils.io import DataError
+
+    grid = Pipeline(PipelineArguments(stages="sft,refine,mdpo,eval", sweep="threshold=median,q0.3; alpha=1, 2"))
+    variants = grid.sweep_variants()
+    assert [v.name for v in variants] == ["threshold=median alpha=1", "threshold=median alpha=2",
+                                          "threshold=q0.3 alpha=1", "threshold=q0.3 alpha=2"]
+    assert variants[2].refine_flags == ["--threshold", "q0.3"] and variants[2].mdpo_flags == ["--alpha", "1"]
+    assert variants[3].folder == os.path.join("sweep", "threshold-q0.3-alpha-2")
+    nll = Pipeline(PipelineArguments(stages="mdpo,eval", sweep="loss_weights=1.0 4.0,0.0 16.0")).sweep_variants()
+    assert nll[1].mdpo_flags == ["--loss_weights", "0.0", "16.0"] and nll[1].folder.endswith("loss_weights-0.0-16.0")
+    with pytest.raises(DataError, match="--sweep must look like"):
+        Pipeline(PipelineArguments(stages="eval", sweep="alpha")).sweep_variants()
+
+
 def test_paired_differences_resample_items_within_each_seed():
     same = [{"a": 1.0, "b": 0.0}, {"a": 0.5, "b": 1.0, "c": 0.0}]
     assert paired_difference(same, same) == (0.0, 0.0, 0.0)
@@ -91,3 +144,17 @@ def test_paired_differences_resample_items_within_each_seed():
     assert d == 50.0 and 44.0 < lo < 47.5 and 52.5 < hi < 56.0  # about 50 +- 1.96 * 2.5
     with pytest.raises(Exception, match="different items"):
         paired_difference(right, [{"x": 1.0}])
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "study.yaml", "study_v2.yaml", "study_v2_sweep.yaml",
+                                  "study_v2_rounds.yaml"])
+def test_the_pipeline_configs_parse_and_plan(name):
+    from run_pipeline import Pipeline, PipelineArguments
+    from utils.config import parse_args
+
+    (a,) = parse_args((PipelineArguments,), ["--config", os.path.join(ROOT, "configs", name)])
+    pipeline = Pipeline(a)
+    if a.label_counts:
+        assert max(pipeline.label_counts()) <= a.n_prefs
+    if a.sweep:
+        assert len(pipeline.sweep_variants()) == 12

@@ -1,8 +1,9 @@
-"""A label curve's report: accuracy against the number of labelled pairs, per method, over seeds,
-and GFRIEND's paired differences with a 95% bootstrap interval over test items.
+"""The reports of a study's label curve and sweep (run_pipeline.py --label_counts / --sweep).
 
-The runs are {seed: {"sft": eval file, "per_n": {n: {judge key: eval file}}}} (run_pipeline.py
---label_counts); the SFT judge uses no labels, so it is one value per seed at every n.
+Label curve: accuracy against the number of labelled pairs, per method, over seeds, and GFRIEND's
+paired differences with a 95% bootstrap interval over test items. Sweep: every setting's accuracy
+per seed. The runs are {seed: {"sft": eval file, "per": {variant: {judge key: eval file}}}}, the
+variant being n for a label curve; the SFT judge uses no labels, so it is one value per seed.
 """
 from __future__ import annotations
 
@@ -24,9 +25,12 @@ def item_scores(path: str) -> dict[str, float]:
     return {str(r["id"]): float(r["correct"]) for r in rows}
 
 
-def scores_of(runs: dict, key: str, n: int) -> list[dict[str, float]]:
-    """One {item: score} per seed for judge `key` trained on n labels."""
-    return [item_scores(r["sft"] if key == "sft" else r["per_n"][n][key]) for r in runs.values()]
+def scores_of(runs: dict, key: str, n: int) -> list[dict[str, float]] | None:
+    """One {item: score} per seed for judge `key` trained on n labels; None where it was not trained
+    at n (later rounds run at one label count only)."""
+    if key != "sft" and any(key not in r["per"][n] for r in runs.values()):
+        return None
+    return [item_scores(r["sft"] if key == "sft" else r["per"][n][key]) for r in runs.values()]
 
 
 def accuracy(scores: dict[str, float]) -> float:
@@ -68,8 +72,9 @@ def label_curve_table(runs: dict, counts: list[int], judges: list[tuple[str, str
     lines = [f"Accuracy (%) on {n_items} held-out {split} pairs, both answer orders, against the number of "
              f"labelled pairs n; mean ± std over seeds {seeds}.", "", head, rule]
     for key, name in judges:
-        lines.append(f"| {name} | " + " | ".join(_mean_std([accuracy(s) for s in scores_of(runs, key, n)])
-                                                 for n in counts) + " |")
+        cells = [scores_of(runs, key, n) for n in counts]
+        lines.append(f"| {name} | " + " | ".join("–" if c is None else _mean_std([accuracy(s) for s in c])
+                                                 for c in cells) + " |")
     names = dict(judges)
     if GFRIEND in names:
         lines += ["", f"GFRIEND minus each method, points, mean over seeds {seeds} [95% bootstrap interval over "
@@ -79,7 +84,11 @@ def label_curve_table(runs: dict, counts: list[int], judges: list[tuple[str, str
                 continue
             cells = []
             for n in counts:
-                d, lo, hi = paired_difference(scores_of(runs, GFRIEND, n), scores_of(runs, key, n))
+                other = scores_of(runs, key, n)
+                if other is None:
+                    cells.append("–")
+                    continue
+                d, lo, hi = paired_difference(scores_of(runs, GFRIEND, n), other)
                 cells.append(f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]")
             lines.append(f"| GFRIEND − {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -94,12 +103,13 @@ def label_curve_figure(runs: dict, counts: list[int], judges: list[tuple[str, st
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for key, name in judges:
-        acc = np.array([[accuracy(s) for s in scores_of(runs, key, n)] for n in counts])
-        sd = acc.std(axis=1, ddof=1) if acc.shape[1] > 1 else np.zeros(len(counts))
+        at = [n for n in counts if scores_of(runs, key, n) is not None]
+        acc = np.array([[accuracy(s) for s in scores_of(runs, key, n)] for n in at])
+        sd = acc.std(axis=1, ddof=1) if acc.shape[1] > 1 else np.zeros(len(at))
         style = {"linestyle": "--", "color": "#777777"} if key == "sft" else {"marker": "o"}
         if key == GFRIEND:
             style.update(color="#dd4422", linewidth=2.2)
-        ax.errorbar(counts, acc.mean(axis=1), yerr=sd, capsize=3, label=name, **style)
+        ax.errorbar(at, acc.mean(axis=1), yerr=sd, capsize=3, label=name, **style)
     ax.set_xscale("log", base=2)
     ax.set_xticks(counts, [str(n) for n in counts])
     ax.set_xlabel("labelled pairs n")
@@ -109,3 +119,22 @@ def label_curve_figure(runs: dict, counts: list[int], judges: list[tuple[str, st
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=120)
+
+
+def sweep_table(runs: dict, settings: list[str], judges: list[tuple[str, str]], split: str) -> str:
+    """Markdown: each setting's accuracy per judge, per seed and mean ± std (choose on val)."""
+    seeds = list(runs)
+    n_items = len(scores_of(runs, "sft", None)[0])
+    lines = [f"Accuracy (%) on {n_items} held-out {split} pairs, both answer orders, for each setting.", "",
+             "| setting | judge | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std |",
+             "|---" * (len(seeds) + 3) + "|"]
+    sft = [accuracy(s) for s in scores_of(runs, "sft", None)]
+    lines.append("| (none) | SFT judge | " + " | ".join(f"{a:.1f}" for a in sft) + f" | {_mean_std(sft)} |")
+    for setting in settings:
+        for key, name in judges:
+            cells = scores_of(runs, key, setting)
+            if cells is None:
+                continue
+            acc = [accuracy(s) for s in cells]
+            lines.append(f"| {setting} | {name} | " + " | ".join(f"{a:.1f}" for a in acc) + f" | {_mean_std(acc)} |")
+    return "\n".join(lines)
