@@ -53,17 +53,31 @@ def run_script(*args, cwd=ROOT, timeout=600, env=None):
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def run_pipeline_config(tmp_path_factory, name: str, config: str):
+    """run_pipeline.py on `config` (its {out} filled with a fresh folder's run/), which must succeed;
+    returns (config file, run folder, stdout)."""
+    out = tmp_path_factory.mktemp(name)
+    cfg = out / f"{name}.yaml"
+    cfg.write_text(config.format(out=out / "run"))
+    proc = run_script("run_pipeline.py", "--config", str(cfg))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return cfg, out / "run", proc.stdout
+
+
+def read_jsonl(path) -> list[dict]:
+    import json
+
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
 def read_refinement(out: str) -> tuple[list[dict], list[dict], dict]:
     """(samples, pairs, stats) of a refinement output directory."""
     import json
 
-    with open(os.path.join(out, "samples.jsonl")) as f:
-        samples = [json.loads(line) for line in f]
-    with open(os.path.join(out, "pairs.jsonl")) as f:
-        pairs = [json.loads(line) for line in f]
     with open(os.path.join(out, "stats.json")) as f:
         stats = json.load(f)
-    return samples, pairs, stats
+    return read_jsonl(os.path.join(out, "samples.jsonl")), read_jsonl(os.path.join(out, "pairs.jsonl")), stats
 
 
 def assert_pairs_within_prompts(samples: list[dict], pairs: list[dict]) -> None:

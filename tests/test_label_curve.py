@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from tests.conftest import ROOT, run_script
+from tests.conftest import ROOT, read_jsonl, run_pipeline_config, run_script
 from utils.study_report import item_scores, paired_difference
 
 CURVE = """
@@ -27,26 +27,16 @@ eval_args: "--max_new_tokens 48"
 """
 
 
-def _jsonl(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f]
-
-
 @pytest.fixture(scope="module")
 def curve(tmp_path_factory):
-    out = tmp_path_factory.mktemp("curve")
-    cfg = out / "curve.yaml"
-    cfg.write_text(CURVE.format(out=out / "run"))
-    proc = run_script("run_pipeline.py", "--config", str(cfg))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return cfg, out / "run", proc.stdout
+    return run_pipeline_config(tmp_path_factory, "curve", CURVE)
 
 
 def test_a_label_curve_shares_the_sft_judge_and_the_judgments_across_label_counts(curve):
     _, run, _ = curve
-    prefs = _jsonl(run / "data" / "prefs.jsonl")
-    assert [p["id"] for p in _jsonl(run / "n4" / "data" / "prefs.jsonl")] == [p["id"] for p in prefs[:4]]
-    big, small = _jsonl(run / "n8" / "refine" / "samples.jsonl"), _jsonl(run / "n4" / "refine" / "samples.jsonl")
+    prefs = read_jsonl(run / "data" / "prefs.jsonl")
+    assert [p["id"] for p in read_jsonl(run / "n4" / "data" / "prefs.jsonl")] == [p["id"] for p in prefs[:4]]
+    big, small = read_jsonl(run / "n8" / "refine" / "samples.jsonl"), read_jsonl(run / "n4" / "refine" / "samples.jsonl")
     first4 = {str(p["id"]) for p in prefs[:4]}
     drop_level = lambda rows: [{k: v for k, v in r.items() if k != "level"} for r in rows]  # noqa: E731
     assert drop_level(small) == drop_level([r for r in big if r["item_id"] in first4])
@@ -81,7 +71,7 @@ def test_the_curve_table_reports_each_method_and_gfriends_paired_differences(cur
     gf8 = item_scores(str(run / "n8" / "eval" / "gfriend.json"))
     gf = 100 * sum(gf8.values()) / 12
     assert f"| SFT judge | {sft:.1f} ± 0.0 | {sft:.1f} ± 0.0 |" in table
-    assert f"| GFRIEND (M-DPO) | " in table and f"{gf:.1f} ± 0.0 |\n" in table
+    assert "| GFRIEND (M-DPO) | " in table and f"{gf:.1f} ± 0.0 |\n" in table
     row = next(line for line in table.splitlines() if line.startswith("| GFRIEND − SFT judge"))
     assert row.endswith("|") and row.count("[") == 2 and f"{gf - sft:+.1f} [" in row.split("|")[-2]
     assert "| GFRIEND − RFT (NLL on refined chosen) |" in table
@@ -105,7 +95,7 @@ def test_a_sweep_runs_every_setting_from_the_same_sft_judge_and_judgments(curve)
     said = [line for line in proc.stdout.splitlines() if line.startswith(("[tiny]", "[data]", "[sft]"))]
     assert said and all("] reused" in line for line in said), said  # the label curve's SFT judge
     median, q03 = run / "sweep" / "threshold-median", run / "sweep" / "threshold-q0.3"
-    a, b = _jsonl(median / "refine" / "samples.jsonl"), _jsonl(q03 / "refine" / "samples.jsonl")
+    a, b = read_jsonl(median / "refine" / "samples.jsonl"), read_jsonl(q03 / "refine" / "samples.jsonl")
     assert [r["response"] for r in a] == [r["response"] for r in b]  # judged once, levels rebuilt
     stats = json.loads((q03 / "refine" / "stats.json").read_text())
     scores = sorted(r["score"] for r in b)

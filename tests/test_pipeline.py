@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from tests.conftest import ROOT, run_script
+from tests.conftest import read_jsonl, run_pipeline_config, run_script
 
 SMALL = """
 output_dir: {out}
@@ -23,29 +23,19 @@ eval_args: "--max_new_tokens 48"
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    out = tmp_path_factory.mktemp("pipe")
-    cfg = out / "small.yaml"
-    cfg.write_text(SMALL.format(out=out / "run"))
-    proc = run_script("run_pipeline.py", "--config", str(cfg))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return cfg, out / "run", proc.stdout
-
-
-def _jsonl(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f]
+    return run_pipeline_config(tmp_path_factory, "pipe", SMALL)
 
 
 def test_every_stage_hands_its_files_to_the_next(pipeline):
     _, run, stdout = pipeline
     assert (run / "tiny-base" / "config.json").exists()
-    prefs = _jsonl(run / "data" / "prefs.jsonl")
+    prefs = read_jsonl(run / "data" / "prefs.jsonl")
     assert len(prefs) == 12 and all({"id", "question", "answer_pos", "answer_neg"} <= set(p) for p in prefs)
     assert "train_file" in (run / "sft" / "run_config.yaml").read_text()
-    samples = _jsonl(run / "refine" / "samples.jsonl")
+    samples = read_jsonl(run / "refine" / "samples.jsonl")
     assert {s["item_id"] for s in samples} == {str(p["id"]) for p in prefs}  # refinement read data's prefs
     stats = json.loads((run / "refine" / "stats.json").read_text())
-    pairs = _jsonl(run / "refine" / "pairs.jsonl")
+    pairs = read_jsonl(run / "refine" / "pairs.jsonl")
     assert stats["samples"] == len(samples) == 12 * 2 * 2 and stats["pairs"] == len(pairs)
     mdpo_cfg = (run / "mdpo" / "run_config.yaml").read_text()
     assert str(run / "refine" / "pairs.jsonl") in mdpo_cfg and str(run / "sft") in mdpo_cfg

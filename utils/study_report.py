@@ -7,6 +7,7 @@ variant being n for a label curve; the SFT judge uses no labels, so it is one va
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -17,8 +18,10 @@ from utils.io import DataError
 GFRIEND = "gfriend"
 
 
+@functools.lru_cache(maxsize=None)
 def item_scores(path: str) -> dict[str, float]:
-    """{item id: score} of the one eval file in a run_eval.py results file (the mean is its accuracy)."""
+    """{item id: score} of the one eval file in a run_eval.py results file (the mean is its accuracy);
+    read once, as the table, its differences and the figure all ask for the same files."""
     with open(path, encoding="utf-8") as f:
         items = json.load(f)["items"]
     (rows,) = items.values()
