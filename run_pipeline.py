@@ -61,7 +61,8 @@ class PipelineArguments:
     data_dir: str = field(default=None, metadata={"help": "Use this data (sft/prefs/test.jsonl) instead of synthetic."})
     sft_model: str = field(default=None, metadata={"help": "Start from this SFT judge instead of training one."})
     samples_from: str = field(default=None, metadata={
-        "help": "Refinement takes its items' judgments from this finished refinement instead of sampling."})
+        "help": "Refinement takes its items' judgments from this finished refinement instead of sampling "
+                "({seed} stands for the seed: another study's judgments of the same SFT judge)."})
     rounds: int = field(default=1, metadata={
         "help": "Refinement -> M-DPO rounds: round r >= 2 samples with round r-1's GFRIEND judge and trains from it "
                 "(policy and reference) on the same labels, in output_dir/round{r}."})
@@ -154,7 +155,7 @@ class Pipeline:
         if "sft" in UPSTREAM[stage] and self.external("sft"):
             inputs["sft_model"] = model_fingerprint(self.a.sft_model)
         if stage == "refine" and self.a.samples_from:
-            inputs["samples_from"] = file_fingerprint(os.path.join(self.a.samples_from, "samples.jsonl"))
+            inputs["samples_from"] = file_fingerprint(os.path.join(self.samples_from(self.a.seed), "samples.jsonl"))
         records = {u: self.record(u).load() for u in upstream}
         missing = [u for u, r in records.items() if r is None or r["status"] != "done"]
         if missing:
@@ -174,7 +175,7 @@ class Pipeline:
                     "--train_file", self.data("sft.jsonl"), "--output_dir", p["sft"], "--seed", str(a.seed),
                     *self.lengths(), *shlex.split(a.sft_args)]
         if stage == "refine":
-            reuse = ["--samples_from", a.samples_from] if a.samples_from else []
+            reuse = ["--samples_from", self.samples_from(a.seed)] if a.samples_from else []
             return [py, "run_preference_refinement.py", "--config", a.refine_config, "--model_name_or_path", p["sft"],
                     "--pref_file", self.data("prefs.jsonl"), "--output_dir", p["refine"], "--seed", str(a.seed),
                     *self.lengths(new_tokens=True), *shlex.split(a.refine_args), *reuse]
@@ -192,6 +193,9 @@ class Pipeline:
                     "--train_file", self.data("prefs.jsonl"), "--output_dir", p["bt"], "--seed", str(a.seed),
                     *shlex.split(a.bt_args)]
         raise ValueError(stage)
+
+    def samples_from(self, seed: int) -> str | None:
+        return self.a.samples_from.replace("{seed}", str(seed)) if self.a.samples_from else None
 
     def lengths(self, new_tokens: bool = False) -> list[str]:
         """The pipeline's one prompt budget (and judgment length) as flags for a stage."""
@@ -417,7 +421,7 @@ class Pipeline:
                                 stages=",".join([*shared, "eval"])))
         base.run()
         rest = [s for s in self.stages if s not in SHARED_STAGES]
-        per, first = {}, None
+        per, first = {}, self.samples_from(seed)
         for v in variants:
             sub_out = os.path.join(out, v.folder)
             print(f"----- seed {seed}, {v.name} -----", flush=True)
