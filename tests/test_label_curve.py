@@ -4,7 +4,7 @@ import os
 import pytest
 
 from tests.conftest import ROOT, read_jsonl, run_pipeline_config, run_script
-from utils.study_report import item_scores, paired_difference
+from utils.study_report import item_scores, main as study_report, paired_difference
 
 CURVE = """
 output_dir: {out}
@@ -123,6 +123,16 @@ def test_a_sweep_grid_sends_pair_settings_to_refinement_and_the_rest_to_the_trai
         Pipeline(PipelineArguments(stages="eval", sweep="alpha")).sweep_variants()
 
 
+def test_judgments_of_another_study_are_found_per_seed():
+    from run_pipeline import Pipeline, PipelineArguments
+
+    p = Pipeline(PipelineArguments(stages="refine", seed=3, samples_from="runs/seed{seed}/n600/refine"))
+    command = p.command("refine")
+    assert command[command.index("--samples_from") + 1] == "runs/seed3/n600/refine"
+    assert p.samples_from(0) == "runs/seed0/n600/refine"
+    assert Pipeline(PipelineArguments(stages="refine")).samples_from(3) is None
+
+
 def test_paired_differences_resample_items_within_each_seed():
     same = [{"a": 1.0, "b": 0.0}, {"a": 0.5, "b": 1.0, "c": 0.0}]
     assert paired_difference(same, same) == (0.0, 0.0, 0.0)
@@ -148,3 +158,41 @@ def test_the_pipeline_configs_parse_and_plan(name):
         assert max(pipeline.label_counts()) <= a.n_prefs
     if a.sweep:
         assert len(pipeline.sweep_variants()) == 12
+
+
+def _eval_file(path, correct):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{"id": f"t{i}", "correct": c} for i, c in enumerate(correct)]
+    path.write_text(json.dumps({"items": {"test.jsonl": rows}}))
+
+
+def test_the_diff_command_pairs_judges_of_different_runs_item_by_item(tmp_path, capsys):
+    for seed in (0, 1):
+        _eval_file(tmp_path / f"s{seed}" / "a.json", [1.0] * 30 + [0.0] * 10)
+        _eval_file(tmp_path / f"s{seed}" / "b.json", [1.0] * 20 + [0.0] * 20)
+    study_report(["diff", "--seeds", "0,1", f"A={tmp_path}/s{{seed}}/a.json", f"B={tmp_path}/s{{seed}}/b.json"])
+    out = capsys.readouterr().out
+    assert "| A | 75.0 ± 0.0 |" in out and "| B | 50.0 ± 0.0 |" in out
+    d, lo, hi = (float(x) for x in out.split("| A − B | ")[1].split(" |")[0].replace("[", "").replace("]", "")
+                 .replace(",", "").split())
+    assert d == 25.0 and 10.0 < lo < 25.0 < hi < 40.0
+    _eval_file(tmp_path / "s0" / "c.json", [1.0] * 39)  # another item set: refused, not averaged
+    with pytest.raises(SystemExit, match="different items"):
+        study_report(["diff", "--seeds", "0", f"A={tmp_path}/s0/a.json", f"C={tmp_path}/s0/c.json"])
+
+
+def test_the_training_command_reports_level_gaps_and_log_prob_drift(tmp_path, capsys):
+    run = tmp_path / "n600"
+    (run / "refine").mkdir(parents=True)
+    (run / "refine" / "pairs.jsonl").write_text("".join(json.dumps({"gap": g}) + "\n" for g in [2, 4, 4, 3, 4]))
+    (run / "rft").mkdir()
+    logs = [{"loss": 1.0, "logps/chosen": -3.0, "logps/rejected": -10.0, "rewards/margins": 0.0,
+             "rewards/accuracies": 0.5}, {"train_loss": 0.9},
+            {"loss": 0.5, "logps/chosen": -2.5, "logps/rejected": -9.0, "rewards/margins": 0.1,
+             "rewards/accuracies": 0.75, "weights/mean": 1.25}]
+    logs[1], logs[2] = logs[2], logs[1]
+    (run / "rft" / "trainer_state.json").write_text(json.dumps({"log_history": logs}))
+    study_report(["training", str(run)])
+    row = capsys.readouterr().out.splitlines()[2]
+    assert row == (f"| {run} | 5 | 2: 1, 3: 1, 4: 3 | rft | -3.00 → -2.50 | -10.00 → -9.00 | 0.000 → 0.100 | "
+                   "0.75 | 1.25 |")

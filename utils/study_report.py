@@ -4,12 +4,19 @@ Label curve: accuracy against the number of labelled pairs, per method, over see
 paired differences with a 95% bootstrap interval over test items. Sweep: every setting's accuracy
 per seed. The runs are {seed: {"sft": eval file, "per": {variant: {judge key: eval file}}}}, the
 variant being n for a label curve; the SFT judge uses no labels, so it is one value per seed.
+
+From the command line, for judges of different studies on the same items, and for the why:
+  python -m utils.study_report diff --seeds 0,1,2 A=runs/seed{seed}/x/eval/gfriend.json B=...
+  python -m utils.study_report training runs/seed0/n600 runs/seed0/sweep/alpha-2-threshold-median
 """
 from __future__ import annotations
 
+import argparse
+import collections
 import functools
 import json
 import os
+import sys
 
 import numpy as np
 
@@ -141,3 +148,73 @@ def sweep_table(runs: dict, settings: list[str], judges: list[tuple[str, str]], 
             acc = [accuracy(s) for s in cells]
             lines.append(f"| {setting} | {name} | " + " | ".join(f"{a:.1f}" for a in acc) + f" | {_mean_std(acc)} |")
     return "\n".join(lines)
+
+
+def diff_table(named: list[tuple[str, str]], seeds: list[int]) -> str:
+    """Markdown: each judge's accuracy over seeds, then the first judge minus each other one with a
+    95% bootstrap interval; paths hold {seed}."""
+    scores = [(name, [item_scores(path.replace("{seed}", str(s))) for s in seeds]) for name, path in named]
+    lines = [f"Seeds {', '.join(map(str, seeds))}, {len(scores[0][1][0])} items.", "",
+             "| judge | accuracy (%) mean ± std |", "|---|---|"]
+    lines += [f"| {name} | {_mean_std([accuracy(s) for s in per_seed])} |" for name, per_seed in scores]
+    first, a = scores[0]
+    lines += ["", "| difference | points [95% bootstrap interval over items] |", "|---|---|"]
+    for name, b in scores[1:]:
+        d, lo, hi = paired_difference(a, b)
+        lines.append(f"| {first} − {name} | {d:+.1f} [{lo:+.1f}, {hi:+.1f}] |")
+    return "\n".join(lines)
+
+
+TRAINERS = ("mdpo", "dpo", "rft")
+
+
+def training_table(runs: list[str]) -> str:
+    """Markdown: per run folder (refine/ plus trainer folders) the pairs and their level gaps, and per
+    trainer the first and last logged chosen/rejected log-probs, reward margin and accuracy, and mean
+    pair weight: what the DPO term and the level weights had to work with, and what they did."""
+    lines = ["| run | pairs | level gaps (count) | trainer | logp chosen | logp rejected | margin | "
+             "reward acc | mean weight |", "|---" * 9 + "|"]
+    for run in runs:
+        with open(os.path.join(run, "refine", "pairs.jsonl"), encoding="utf-8") as f:
+            gaps = collections.Counter(json.loads(line).get("gap") for line in f if line.strip())
+        head = f"| {run} | {sum(gaps.values())} | " + ", ".join(f"{g}: {c}" for g, c in sorted(gaps.items())) + " |"
+        for stage in TRAINERS:
+            state = os.path.join(run, stage, "trainer_state.json")
+            if not os.path.exists(state):
+                continue
+            with open(state, encoding="utf-8") as f:
+                logs = [h for h in json.load(f)["log_history"] if "logps/chosen" in h]
+            if not logs:
+                continue
+            a, b = logs[0], logs[-1]
+            lines.append(f"{head} {stage} | {a['logps/chosen']:.2f} → {b['logps/chosen']:.2f} | "
+                         f"{a['logps/rejected']:.2f} → {b['logps/rejected']:.2f} | "
+                         f"{a['rewards/margins']:.3f} → {b['rewards/margins']:.3f} | {b['rewards/accuracies']:.2f} | "
+                         f"{b.get('weights/mean', 1.0):.2f} |")
+            head = "| | | |"
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m utils.study_report", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    diff = sub.add_parser("diff", help="the first judge minus each other one, paired over items, over seeds")
+    diff.add_argument("evals", nargs="+", help="NAME=run_eval.py results file, {seed} standing for the seed")
+    diff.add_argument("--seeds", required=True, help="comma-separated seeds")
+    training = sub.add_parser("training", help="level gaps, log-prob drift, margins and weights of runs")
+    training.add_argument("runs", nargs="+", help="folders holding refine/ and mdpo/, dpo/ or rft/")
+    args = ap.parse_args(argv)
+    try:
+        if args.command == "diff":
+            named = [tuple(e.split("=", 1)) if "=" in e else (e, e) for e in args.evals]
+            if len(named) < 2:
+                raise DataError("diff needs at least two judges")
+            print(diff_table(named, [int(s) for s in args.seeds.split(",")]))
+        else:
+            print(training_table(args.runs))
+    except (DataError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()
