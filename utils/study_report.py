@@ -20,7 +20,7 @@ import sys
 
 import numpy as np
 
-from utils.io import DataError
+from utils.io import DataError, read_jsonl
 
 GFRIEND = "gfriend"
 
@@ -160,7 +160,10 @@ def diff_table(named: list[tuple[str, str]], seeds: list[int]) -> str:
     first, a = scores[0]
     lines += ["", "| difference | points [95% bootstrap interval over items] |", "|---|---|"]
     for name, b in scores[1:]:
-        d, lo, hi = paired_difference(a, b)
+        try:
+            d, lo, hi = paired_difference(a, b)
+        except DataError as e:
+            raise DataError(f"{first} and {name}: {e}") from None
         lines.append(f"| {first} − {name} | {d:+.1f} [{lo:+.1f}, {hi:+.1f}] |")
     return "\n".join(lines)
 
@@ -175,8 +178,8 @@ def training_table(runs: list[str]) -> str:
     lines = ["| run | pairs | level gaps (count) | trainer | logp chosen | logp rejected | margin | "
              "reward acc | mean weight |", "|---" * 9 + "|"]
     for run in runs:
-        with open(os.path.join(run, "refine", "pairs.jsonl"), encoding="utf-8") as f:
-            gaps = collections.Counter(json.loads(line).get("gap") for line in f if line.strip())
+        pairs = read_jsonl(os.path.join(run, "refine", "pairs.jsonl"), required={"gap": (int, float)})
+        gaps = collections.Counter(p["gap"] for p in pairs)
         head = f"| {run} | {sum(gaps.values())} | " + ", ".join(f"{g}: {c}" for g, c in sorted(gaps.items())) + " |"
         for stage in TRAINERS:
             state = os.path.join(run, stage, "trainer_state.json")
