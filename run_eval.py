@@ -28,9 +28,10 @@ from data.rewardbench import is_rewardbench, section_scores
 from data.schemas import load_eval_rows
 from data.templates import judge_prompt_groups, scalar_rm_text, template_ids
 from generate.parsing import majority_verdict, parse_verdict
-from generate.sampling import SAMPLERS, HFSampler, check_sampling_lengths
-from generate.vllm_sampler import VLLMOptions, VLLMSampler, require_vllm
-from models.loading import ModelArguments, load_model, load_tokenizer, model_context_length
+from generate.sampling import SAMPLERS, build_sampler, check_sampling_lengths
+from generate.vllm_sampler import VLLMOptions, require_vllm
+from models.bt_trainer import sequence_rewards
+from models.loading import ModelArguments, load_model, model_context_length, tokenizer_of
 from utils.config import check_settings, parse_args, require, run_main
 from utils.io import DataError, write_json
 from utils.logging import get_logger
@@ -94,7 +95,7 @@ def scalar_rewards(model, tokenizer, texts: list[str], batch_size: int, max_leng
     for i in range(0, len(texts), batch_size):
         enc = tokenizer(texts[i : i + batch_size], return_tensors="pt", padding=True, truncation=True,
                         max_length=max_length, add_special_tokens=False).to(device)
-        rewards += model(**enc).logits[:, 0].float().tolist()
+        rewards += sequence_rewards(model, enc["input_ids"], enc["attention_mask"]).tolist()
     return rewards
 
 
@@ -189,7 +190,7 @@ def main(argv=None) -> None:
     if args.sampler == "vllm":
         if args.model_type == "scalar":
             raise DataError("--sampler vllm is for generative judges")
-        require_vllm()
+        require_vllm(model_args)
     tids = template_ids(args.template)
     if len(tids) != 1:
         raise DataError(f"--template takes one template id, got {args.template!r}")
@@ -199,7 +200,7 @@ def main(argv=None) -> None:
         raise DataError("--model_type scalar: the benchmarks' rules are for generative judges (both answer orders)")
     data = {path: (benchmark, rows[: args.max_items], comparison_rows(rows[: args.max_items]) if benchmark else
                    rows[: args.max_items]) for path, (benchmark, rows) in files.items()}
-    tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.trust_remote_code)
+    tokenizer = tokenizer_of(model_args)
     if args.model_type == "generative":  # every prompt fits the model with its judgment, before any model loads
         prompts = []
         for path, (_, _, rows) in data.items():
@@ -210,7 +211,7 @@ def main(argv=None) -> None:
                 raise DataError(f"{path}: {e}") from None
         check_sampling_lengths(tokenizer, prompts, args.max_new_tokens, model_context_length(model_args, tokenizer))
     # One process, or one of several under `accelerate launch` / torchrun, each judging its chunks.
-    state, work_dir = resumable_work_dir(args.output_file, args, model_args.model_name_or_path)
+    state, work_dir = resumable_work_dir(args.output_file, args, model_args.source)
     if args.model_type == "scalar":
         from transformers import AutoModelForSequenceClassification
 
@@ -219,12 +220,11 @@ def main(argv=None) -> None:
         model.to(state.device)
         judge = lambda rows, seed: judge_scalar(rows, model, tokenizer, args)  # noqa: E731
     else:
-        if args.sampler == "vllm":
-            sampler = VLLMSampler(model_args.model_name_or_path, tokenizer, vllm_options, seed=args.seed)
-        else:
+        model = None
+        if args.sampler == "hf":
             model = load_model(model_args, tokenizer)
             model.to(state.device)
-            sampler = HFSampler(model, tokenizer, batch_size=args.batch_size)
+        sampler = build_sampler(args.sampler, model_args, tokenizer, model, vllm_options, args.batch_size, seed=args.seed)
         judge = lambda rows, seed: judge_generative(rows, sampler, tokenizer, args, seed)  # noqa: E731
     results, items = {}, {}
     for path, (benchmark, benchmark_items, rows) in data.items():
@@ -243,7 +243,7 @@ def main(argv=None) -> None:
         sampler.close()
     if not state.is_main_process:
         return
-    write_json(args.output_file, {"model": model_args.model_name_or_path, "model_type": args.model_type,
+    write_json(args.output_file, {"model": model_args.source, "model_type": args.model_type,
                                   "results": results, "items": items})
     shutil.rmtree(work_dir)
     print(markdown_table(results))

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from data.schemas import load_unlabelled
 from data.templates import template_ids
 from generate.judge import Judge, both_orders
-from generate.sampling import SAMPLERS, check_sampling_lengths
-from generate.vllm_sampler import VLLMOptions, VLLMSampler, require_vllm
-from models.loading import ModelArguments, load_model, load_tokenizer, model_context_length
+from generate.sampling import SAMPLERS, build_sampler, check_sampling_lengths
+from generate.vllm_sampler import VLLMOptions, require_vllm
+from models.loading import ModelArguments, load_model, model_context_length, tokenizer_of
 from utils.config import check_settings, parse_args, require, run_main
 from utils.io import DataError, write_json, write_jsonl
 from utils.seed import derive_seed
@@ -98,11 +98,11 @@ def main(argv=None) -> None:
                                    "items_per_chunk": 1, "max_items": 1}, above={"temperature": 0.0},
                    choices={"sampler": SAMPLERS})
     if args.sampler == "vllm":
-        require_vllm()
+        require_vllm(model_args)
     template_ids(args.template)
     rows = load_unlabelled(args.input_file)[: args.max_items]
-    tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.trust_remote_code)
-    set_chat_template(tokenizer, args.chat_template, model_args.model_name_or_path)
+    tokenizer = tokenizer_of(model_args)
+    set_chat_template(tokenizer, args.chat_template, model_args.source)
     prompts = []
     for i, r in enumerate(rows):
         try:
@@ -112,13 +112,12 @@ def main(argv=None) -> None:
             raise DataError(f"{args.input_file}: row {i + 1}: {e}") from None
     check_sampling_lengths(tokenizer, prompts, args.max_new_tokens, model_context_length(model_args, tokenizer))
     # One process, or one of several under `accelerate launch` / torchrun, each judging its chunks.
-    state, work_dir = resumable_work_dir(args.output_file, args, model_args.model_name_or_path)
-    if args.sampler == "vllm":
-        model, sampler = None, VLLMSampler(model_args.model_name_or_path, tokenizer, vllm_options, seed=args.seed)
-    else:
+    state, work_dir = resumable_work_dir(args.output_file, args, model_args.source)
+    model = None
+    if args.sampler == "hf":
         model = load_model(model_args, tokenizer)
         model.to(state.device).eval()
-        sampler = None
+    sampler = build_sampler(args.sampler, model_args, tokenizer, model, vllm_options, args.batch_size, seed=args.seed)
     judge = Judge(model, tokenizer, args.template, args.max_new_tokens, args.max_prompt_length, args.num_samples,
                   args.temperature, args.batch_size, sampler=sampler)
     rows = [{**r, "_index": str(i)} for i, r in enumerate(rows)]
@@ -127,7 +126,7 @@ def main(argv=None) -> None:
     run = ChunkedRun(state, work_dir, "judgments", [{r["_index"] for r in ch} for ch in chunks],
                      item_of=lambda r: r["index"], key_of=lambda r: r["index"])
     records = run.run(lambda c: judge_rows(judge, chunks[c], derive_seed(args.seed, c)), desc="judging")
-    if sampler is not None:
+    if hasattr(sampler, "close"):
         sampler.close()
     if records is None:  # not process 0: it writes the outputs
         return

@@ -21,7 +21,7 @@ from accelerate.utils.memory import clear_device_cache
 
 from data.collate import IGNORE_INDEX
 from data.schemas import load_pairs
-from models.loading import ModelArguments, load_model, load_tokenizer
+from models.loading import ModelArguments, load_model, tokenizer_of
 from models.losses import weights_for_pairs
 from models.m_dpo_trainer import MDPOConfig, MDPOTrainer, PairCollator, encode_pair, pair_length
 from models.reference_cache import ReferenceCache, reference_fingerprint
@@ -95,22 +95,25 @@ def main(argv=None) -> None:
     check_training_setup(model_args, args, live_reference=live_reference)
     pairs = load_pairs(script_args.pairs_file)
     check_pairs(pairs, script_args.pairs_file, args.weighting)
-    tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.trust_remote_code)
+    tokenizer = tokenizer_of(model_args)
     dataset = build_dataset(pairs, tokenizer, args, script_args.pairs_file)
     check_reference_budget(dataset, args)  # everything checked before any model is loaded
 
-    ref_path = script_args.ref_model_name_or_path or model_args.model_name_or_path
+    # The reference is the starting model (a GGUF file included) unless another is named.
+    own_reference = not script_args.ref_model_name_or_path
+    ref_args = ModelArguments(**{**vars(model_args), "use_peft": False,
+                                 "model_name_or_path": script_args.ref_model_name_or_path or model_args.model_name_or_path,
+                                 "gguf_file": model_args.gguf_file if own_reference else None})
     cache, cached = None, False
     if args.precompute_ref_log_probs:
         cache = ReferenceCache(args.ref_logps_cache or os.path.join(args.output_dir, "reference_logps.json"),
-                               reference_fingerprint(dataset, ref_path, model_args, args))
+                               reference_fingerprint(dataset, ref_args.source, model_args, args))
         cached = cache.load_into(dataset)
     model = load_trainable_model(model_args, args, tokenizer)
     # A separate reference is loaded only when it is needed: for a pass not cached yet, or kept live
     # (without LoRA, whose base model is the reference). It is not held here, so the trainer can
     # release it after the pass.
-    separate_reference = (script_args.ref_model_name_or_path and not cached) or (live_reference and not model_args.use_peft)
-    ref_args = ModelArguments(**{**vars(model_args), "use_peft": False, "model_name_or_path": ref_path})
+    separate_reference = (not own_reference and not cached) or (live_reference and not model_args.use_peft)
     log.info("M-DPO on %d pairs (weighting=%s, alpha=%s, beta=%s)", len(dataset), args.weighting, args.alpha, args.beta)
     trainer = MDPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                           data_collator=PairCollator(tokenizer.pad_token_id),

@@ -46,8 +46,10 @@ SHARED_STAGES = ("tiny", "data", "sft")  # a label curve or sweep runs these onc
 PAIR_SETTINGS = ("threshold", "max_pairs_per_item", "unfinished", "drop_unparseable")
 DATA_FILES = {"sft": ("sft.jsonl",), "refine": ("prefs.jsonl",), "label_pairs": ("prefs.jsonl",),
               "bt": ("prefs.jsonl",)}  # eval: its split's file
-# (key, name in tables, stage that trains it, model type); the SFT judge is always evaluated.
-JUDGES = (("sft", "SFT judge", "sft", "generative"), ("bt", "BT-model", "bt", "scalar"),
+# (key, name in tables, stage that trains it, model type); the SFT judge is always evaluated, the
+# base model (the "tiny" stage's output, or base_model) as a zero-shot judge with evaluate_base.
+JUDGES = (("base", "Base model (zero-shot)", "tiny", "generative"),
+          ("sft", "SFT judge", "sft", "generative"), ("bt", "BT-model", "bt", "scalar"),
           ("dpo", "w/o M-DPO (plain DPO)", "dpo", "generative"),
           ("rft", "RFT (NLL on refined chosen)", "rft", "generative"),
           ("label_mdpo", "w/o CoT-S (label pairs)", "label_mdpo", "generative"),
@@ -60,6 +62,8 @@ class PipelineArguments:
     base_model: str = field(default=None, metadata={"help": "Start from this model instead of building the tiny one."})
     data_dir: str = field(default=None, metadata={"help": "Use this data (sft/prefs/test.jsonl) instead of synthetic."})
     sft_model: str = field(default=None, metadata={"help": "Start from this SFT judge instead of training one."})
+    evaluate_base: bool = field(default=False, metadata={
+        "help": "Also evaluate the base model (base_model, or the tiny one) as a zero-shot judge."})
     samples_from: str = field(default=None, metadata={
         "help": "Refinement takes its items' judgments from this finished refinement instead of sampling "
                 "({seed} stands for the seed: another study's judgments of the same SFT judge)."})
@@ -147,12 +151,13 @@ class Pipeline:
             for key, c in zip([j[0] for j in self.judges()], commands)}
         files = DATA_FILES.get(stage, (f"{self.a.eval_split}.jsonl",) if stage == "eval" else ())
         inputs = {name: file_fingerprint(self.data(name)) for name in files}
-        upstream = [u for u in UPSTREAM[stage] if not self.external(u)]
+        needs = list(UPSTREAM[stage])  # eval: also every stage whose judge it evaluates
         if stage == "eval":
-            upstream += sorted({s for _, _, s, _ in JUDGES if s in self.judge_stages()} - set(upstream))
-        if "tiny" in UPSTREAM[stage] and self.external("tiny"):
+            needs += sorted(set(self.judge_stages()) - set(needs))
+        upstream = [u for u in needs if not self.external(u)]
+        if "tiny" in needs and self.external("tiny"):
             inputs["base_model"] = model_fingerprint(self.a.base_model)
-        if "sft" in UPSTREAM[stage] and self.external("sft"):
+        if "sft" in needs and self.external("sft"):
             inputs["sft_model"] = model_fingerprint(self.a.sft_model)
         if stage == "refine" and self.a.samples_from:
             inputs["samples_from"] = file_fingerprint(os.path.join(self.samples_from(self.a.seed), "samples.jsonl"))
@@ -207,12 +212,13 @@ class Pipeline:
     def judge_stages(self) -> list[str]:
         """The stages whose judges are evaluated: the SFT judge, and every judge trained now or before."""
         return [stage for key, _, stage, _ in JUDGES
-                if (key == "sft" and self.evaluate_sft) or (key != "sft" and (stage in self.stages or self.done(stage)))]
+                if (key == "sft" and self.evaluate_sft) or (key == "base" and self.evaluate_sft and self.a.evaluate_base)
+                or (key not in ("sft", "base") and (stage in self.stages or self.done(stage)))]
 
     def judges(self) -> list[tuple[str, str, str, str]]:
         """(key, display name, checkpoint, model type) of every judge to evaluate."""
-        return [(key, name, self.paths[stage], kind) for key, name, stage, kind in JUDGES
-                if stage in self.judge_stages()]
+        stages = self.judge_stages()
+        return [(key, name, self.paths[stage], kind) for key, name, stage, kind in JUDGES if stage in stages]
 
     def eval_commands(self) -> list[list[str]]:
         eval_file = self.data(f"{self.a.eval_split}.jsonl")
@@ -267,6 +273,8 @@ class Pipeline:
         return ("reuse", "nothing changed") if old["status"] == "done" else ("resume", "it stopped before the end")
 
     def run(self) -> None:
+        if self.a.evaluate_base and (self.a.label_counts or self.a.sweep):
+            raise DataError("--evaluate_base is for single runs and --seeds, not --label_counts or --sweep")
         if self.a.label_counts:
             return self.run_label_curve()
         if self.a.sweep:
@@ -370,7 +378,7 @@ class Pipeline:
         runs, wall, commit = self.run_variants(variants)
         for r in runs.values():
             r["per"] = {int(name[1:]): files for name, files in r["per"].items()}
-        judges = [(key, name) for key, name, stage, _ in JUDGES if key == "sft" or stage in self.stages]
+        judges = [(key, name) for key, name, stage, _ in JUDGES if key == "sft" or (key != "base" and stage in self.stages)]
         judges += [(key, name) for key, name, _ in self.round_judges()]
         self.write_report(label_curve_table(runs, counts, judges, self.a.eval_split), "label_curve.md", wall, commit)
         if self.a.study_figure:
@@ -383,7 +391,7 @@ class Pipeline:
 
         variants = self.sweep_variants()
         runs, wall, commit = self.run_variants(variants)
-        judges = [(key, name) for key, name, stage, _ in JUDGES if key != "sft" and stage in self.stages]
+        judges = [(key, name) for key, name, stage, _ in JUDGES if key not in ("sft", "base") and stage in self.stages]
         self.write_report(sweep_table(runs, [v.name for v in variants], judges, self.a.eval_split), "sweep.md",
                           wall, commit)
 

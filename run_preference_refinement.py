@@ -27,9 +27,9 @@ from data.templates import ORDERS, judge_prompt_groups, template_ids
 from generate.levels import assign_level, build_pairs, refinement_stats, resolve_threshold
 from generate.parsing import parse_verdict
 from generate.perplexity import ppl_score, response_perplexities
-from generate.sampling import SAMPLERS, HFSampler, check_sampling_lengths, parse_temperatures
-from generate.vllm_sampler import VLLMOptions, VLLMSampler, cpu_only, require_vllm
-from models.loading import ModelArguments, load_model, load_tokenizer, model_context_length
+from generate.sampling import SAMPLERS, build_sampler, check_sampling_lengths, parse_temperatures
+from generate.vllm_sampler import VLLMOptions, cpu_only, require_vllm
+from models.loading import ModelArguments, load_model, model_context_length, tokenizer_of
 from utils.config import check_settings, parse_args, require, run_main
 from utils.io import DataError, read_jsonl, write_json, write_jsonl
 from utils.logging import get_logger
@@ -125,12 +125,12 @@ def check_resume(args: RefinementArguments, model_args: ModelArguments) -> None:
     """Refuse to mix samples of runs with different settings in one output_dir. The record says
     whether every chunk's seed reaches its samples (vLLM's CPU build takes no per-request seeds)."""
     seeded = args.sampler == "hf" or not cpu_only()
-    check_fingerprint(os.path.join(args.output_dir, "refine_args.json"), args, model_args.model_name_or_path,
+    check_fingerprint(os.path.join(args.output_dir, "refine_args.json"), args, model_args.source,
                       exclude=(*RefinementArguments.RESUMABLE, "output_dir"),  # a moved run directory still resumes
                       extra={"per_chunk_seeds": seeded})
 
 
-def validate(args: RefinementArguments) -> list[float]:
+def validate(args: RefinementArguments, model_args: ModelArguments | None = None) -> list[float]:
     """Every setting checked before anything is loaded or written; returns the temperatures."""
     check_settings(args, at_least={"num_samples": 1, "max_new_tokens": 1, "max_prompt_length": 1,
                                    "max_pairs_per_item": 1, "max_items": 1, "items_per_chunk": 1,
@@ -141,7 +141,7 @@ def validate(args: RefinementArguments) -> list[float]:
     if args.score_with == "sampler" and args.sampler != "vllm":
         raise DataError("--score_with sampler needs --sampler vllm (the HF sampler does not report log-probs)")
     if args.sampler == "vllm":
-        require_vllm()
+        require_vllm(model_args)
     template_ids(args.templates)
     resolve_threshold(args.threshold, [])
     return parse_temperatures(args.temperatures)
@@ -180,7 +180,7 @@ def reused_samples(args: RefinementArguments, model_args: ModelArguments, groups
         theirs = json.load(f)
     ours = {k: v for k, v in dataclasses.asdict(args).items()
             if k not in (*RefinementArguments.RESUMABLE, "output_dir", "pref_file", "samples_from")}
-    ours["model_name_or_path"] = model_args.model_name_or_path
+    ours["model_name_or_path"] = model_args.source
     changed = sorted(k for k in ours if theirs.get(k) != ours[k])
     if changed:
         raise DataError(f"--samples_from {src}: sampled with other settings ({', '.join(changed)})")
@@ -199,22 +199,15 @@ def reused_samples(args: RefinementArguments, model_args: ModelArguments, groups
     return [{k: v for k, v in r.items() if k != "level"} for r in logged if r["item_id"] in wanted]  # logged order
 
 
-def make_sampler(args: RefinementArguments, model_args: ModelArguments, vllm_options, model, tokenizer):
-    if args.sampler == "vllm":
-        return VLLMSampler(model_args.model_name_or_path, tokenizer, vllm_options, top_p=args.top_p, seed=args.seed,
-                           logprobs=args.score_with == "sampler")
-    return HFSampler(model, tokenizer, batch_size=args.generation_batch_size, top_p=args.top_p)
-
-
 def main(argv=None) -> None:
     model_args, args, vllm_options = parse_args((ModelArguments, RefinementArguments, VLLMOptions), argv)
     require(model_name_or_path=model_args.model_name_or_path, pref_file=args.pref_file, output_dir=args.output_dir)
-    temperatures = validate(args)
+    temperatures = validate(args, model_args)
     templates = template_ids(args.templates)
     items = load_prefs(args.pref_file)
     if args.max_items is not None:
         items = items[: args.max_items]
-    tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.trust_remote_code)
+    tokenizer = tokenizer_of(model_args)
     groups = prompt_groups(items, tokenizer, args, templates)
     check_sampling_lengths(tokenizer, [(f"{args.pref_file}: item {item['id']!r}, prompt {g['prompt_id']}", g["prompt"])
                                        for item_groups in groups for item, g in item_groups],
@@ -240,7 +233,8 @@ def main(argv=None) -> None:
     if args.sampler == "hf" or args.score_with == "model":  # vLLM with its own scores needs no second model
         model = load_model(model_args, tokenizer)
         model.to(state.device)
-    sampler = make_sampler(args, model_args, vllm_options, model, tokenizer)
+    sampler = build_sampler(args.sampler, model_args, tokenizer, model, vllm_options, args.generation_batch_size,
+                            args.top_p, args.seed, logprobs=args.score_with == "sampler")
     size = args.items_per_chunk
     chunks = [range(i, min(i + size, len(items))) for i in range(0, len(items), size)]
     run = ChunkedRun(state, args.output_dir, "samples", [{str(items[i]["id"]) for i in ch} for ch in chunks],

@@ -15,7 +15,7 @@ from transformers import TrainingArguments
 from data.collate import PromptResponseCollator, encode_prompt_response
 from data.schemas import load_sft
 from data.templates import apply_chat, fit_prompt, format_response, judge_prompt, template_ids
-from models.loading import ModelArguments, load_tokenizer
+from models.loading import ModelArguments, tokenizer_of
 from models.sft_trainer import SFTTrainer
 from models.training import check_training_setup, load_trainable_model, train_and_save
 from utils.config import check_prompt_budget, check_settings, parse_args, require, run_main
@@ -86,7 +86,7 @@ def main(argv=None) -> None:
     check_prompt_budget(data_args.max_prompt_length, data_args.max_length)
     check_training_setup(model_args, args)
     rows = load_sft(data_args.train_file)  # validate all input before anything is written
-    tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.trust_remote_code)
+    tokenizer = tokenizer_of(model_args)
     dataset = build_dataset(rows, tokenizer, data_args)
     model = load_trainable_model(model_args, args, tokenizer)
     log.info("SFT on %d rows from %s", len(dataset), data_args.train_file)

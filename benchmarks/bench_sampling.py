@@ -3,6 +3,8 @@ and settings, in one run: samples/s and generated tokens/s end to end (sampling 
 
     .venv-vllm/bin/python -m benchmarks.bench_sampling --model_name_or_path outputs/demo/sft \\
         --pref_file outputs/demo/data/prefs.jsonl [--items 64 --num_samples 8 --max_new_tokens 64]
+    .venv-vllm/bin/python -m benchmarks.bench_sampling --model_name_or_path outputs/models/smollm2-135m-instruct \\
+        --pref_file outputs/demo/data/prefs.jsonl --items 8 --num_samples 4      # the real model (make real-model)
 
 Variants, each in its own process: `hf` (transformers generate, perplexities from a forward pass),
 `vllm+model` (vLLM samples, the HF model scores) and `vllm+sampler` (vLLM samples and its own
@@ -30,19 +32,21 @@ def run_variant(variant: str, a) -> dict:
     from data.schemas import load_prefs
     from data.templates import template_ids
     from generate.vllm_sampler import VLLMOptions
-    from models.loading import ModelArguments, load_model, load_tokenizer
-    from run_preference_refinement import RefinementArguments, make_sampler, process_chunk, prompt_groups
+    from generate.sampling import build_sampler
+    from models.loading import ModelArguments, load_model, tokenizer_of
+    from run_preference_refinement import RefinementArguments, process_chunk, prompt_groups
 
     sampler_name, score_with = VARIANTS[variant]
     t0 = time.perf_counter()
-    model_args = ModelArguments(model_name_or_path=a.model_name_or_path, dtype="fp32")
-    tok = load_tokenizer(a.model_name_or_path)
+    model_args = ModelArguments(model_name_or_path=a.model_name_or_path, dtype=a.dtype)
+    tok = tokenizer_of(model_args)
     args = RefinementArguments(num_samples=a.num_samples, temperatures="0.7,1.0", templates="all",
                                max_new_tokens=a.max_new_tokens, generation_batch_size=256, scoring_batch_size=128,
                                sampler=sampler_name, score_with=score_with)
     model = load_model(model_args, tok) if score_with == "model" or sampler_name == "hf" else None
-    options = VLLMOptions(gpu_memory_utilization=0.5, max_model_len=512, enforce_eager=True, vllm_dtype="float32")
-    sampler = make_sampler(args, model_args, options, model, tok)
+    options = VLLMOptions(gpu_memory_utilization=0.5, max_model_len=512, enforce_eager=True)  # dtype: as HF's
+    sampler = build_sampler(sampler_name, model_args, tok, model, options, args.generation_batch_size,
+                            logprobs=score_with == "sampler")
     loaded = time.perf_counter()
     items = load_prefs(a.pref_file)[: a.items]
     groups = [g for item_groups in prompt_groups(items, tok, args, template_ids("all")) for g in item_groups]
@@ -65,6 +69,7 @@ def main(argv=None) -> None:
     p.add_argument("--items", type=int, default=64)
     p.add_argument("--num_samples", type=int, default=8)
     p.add_argument("--max_new_tokens", type=int, default=64)
+    p.add_argument("--dtype", default="fp32", help="the precision of both backends")
     p.add_argument("--variant", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.variant:
@@ -77,7 +82,8 @@ def main(argv=None) -> None:
         proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_sampling", "--variant", v,
                                "--model_name_or_path", a.model_name_or_path, "--pref_file", a.pref_file,
                                "--items", str(a.items), "--num_samples", str(a.num_samples),
-                               "--max_new_tokens", str(a.max_new_tokens)], capture_output=True, text=True, cwd=root,
+                               "--max_new_tokens", str(a.max_new_tokens), "--dtype", a.dtype], capture_output=True,
+                              text=True, cwd=root,
                               env=env)
         line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
         if proc.returncode != 0 or not line:
@@ -85,7 +91,8 @@ def main(argv=None) -> None:
         results.append(json.loads(line[0][7:]))
     base = results[0]
     print(f"\nrefinement sampling + scoring, {a.items} items x 3 templates x 2 orders x K={a.num_samples} "
-          f"(temperatures 0.7, 1.0), max_new_tokens={a.max_new_tokens}, torch threads={base['threads']}")
+          f"(temperatures 0.7, 1.0), max_new_tokens={a.max_new_tokens}, {a.dtype}, torch threads={base['threads']}, "
+          f"model {a.model_name_or_path}")
     print("| variant | samples | samples/s | tokens/s | seconds | + loading | end to end vs hf | mean ppl |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:

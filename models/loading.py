@@ -1,12 +1,14 @@
 """Load any causal LM judge (local path or hub id) the same way in every script."""
 from __future__ import annotations
 
+import functools
 import importlib.util
 from dataclasses import dataclass, field
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from models.from_gguf import drop_quantization_record, gguf_load_kwargs, split_gguf_path
 from utils.io import DataError
 from utils.logging import get_logger
 
@@ -20,6 +22,9 @@ class ModelArguments:
     """Which model to load and how; shared by every script."""
 
     model_name_or_path: str = field(default=None, metadata={"help": "Local directory or hub id."})
+    gguf_file: str = field(default=None, metadata={
+        "help": "Load a GGUF file (unpacked to dense weights): a path, or a file name inside model_name_or_path. "
+                "Needs the gguf package; `python -m models.from_gguf` converts one to a plain checkpoint once."})
     dtype: str = field(default="auto", metadata={"help": "auto | bf16 | fp16 | fp32"})
     attn_implementation: str = field(
         default="sdpa", metadata={"help": "sdpa | eager | flash_attention_2 (falls back to sdpa when not installed)"}
@@ -31,6 +36,18 @@ class ModelArguments:
     lora_dropout: float = field(default=0.05)
     lora_target_modules: str = field(default="all-linear", metadata={"help": "'all-linear' or comma-separated names"})
 
+    def __post_init__(self):
+        # `--gguf_file path/model.gguf` alone names its folder too: from here on a GGUF model is a
+        # (folder or hub id, file name) pair, as `from_pretrained` takes it.
+        self.model_name_or_path, self.gguf_file = split_gguf_path(self.model_name_or_path, self.gguf_file)
+
+    @property
+    def source(self) -> str | None:
+        """What the weights are, in one string for records and fingerprints: the checkpoint, or the GGUF file."""
+        if self.gguf_file and self.model_name_or_path:
+            return f"{self.model_name_or_path.rstrip('/')}/{self.gguf_file}"
+        return self.model_name_or_path
+
 
 def resolve_attn_implementation(name: str) -> str:
     if name == "flash_attention_2" and (
@@ -41,12 +58,20 @@ def resolve_attn_implementation(name: str) -> str:
     return name
 
 
-def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
-    """Tokenizer with a pad token (EOS stands in when the model has none, as for Llama 3)."""
-    tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, gguf_file: str | None = None):
+    """Tokenizer with a pad token (EOS stands in when the model has none, as for Llama 3). Padding
+    is never told apart from text by its id: pad = EOS = end of turn in many chat models
+    (SmolLM2, Qwen2.5 base), so every stage masks padding by position."""
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def tokenizer_of(args: ModelArguments):
+    """The tokenizer of the model `args` names (a checkpoint, or a GGUF file)."""
+    return load_tokenizer(args.model_name_or_path, args.trust_remote_code, args.gguf_file)
 
 
 def lora_config(args: ModelArguments, task_type: str = "CAUSAL_LM"):
@@ -65,11 +90,18 @@ def resolve_dtype(name: str):
     return DTYPES[name]
 
 
-def checkpoint_dtype(name_or_path: str, trust_remote_code: bool = False):
-    """The dtype a checkpoint's weights are stored in (None when its config does not say)."""
+@functools.lru_cache(maxsize=8)
+def load_config(name_or_path: str, trust_remote_code: bool = False, gguf_file: str | None = None):
+    """A model's config, read once per process (a GGUF file's metadata takes seconds to parse)."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
+
+
+def checkpoint_dtype(name_or_path: str, trust_remote_code: bool = False, gguf_file: str | None = None):
+    """The dtype a checkpoint's weights are stored in (None when its config does not say)."""
+    config = load_config(name_or_path, trust_remote_code, gguf_file)
     dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype, None)
@@ -78,9 +110,7 @@ def checkpoint_dtype(name_or_path: str, trust_remote_code: bool = False):
 
 def model_context_length(args: ModelArguments, tokenizer) -> int | None:
     """The most tokens the model takes at once: its position limit, or the tokenizer's if smaller."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(args.model_name_or_path, trust_remote_code=args.trust_remote_code)
+    config = load_config(args.model_name_or_path, args.trust_remote_code, args.gguf_file)
     limits = [getattr(config, "max_position_embeddings", None), tokenizer.model_max_length]
     limits = [n for n in limits if isinstance(n, int) and 0 < n < 10**7]  # tokenizers say 1e30 when unset
     return min(limits) if limits else None
@@ -94,8 +124,12 @@ def load_model(args: ModelArguments, tokenizer, model_class=AutoModelForCausalLM
     model = model_class.from_pretrained(
         args.model_name_or_path, dtype=dtype if dtype is not None else resolve_dtype(args.dtype),
         trust_remote_code=args.trust_remote_code,
-        attn_implementation=resolve_attn_implementation(args.attn_implementation), **model_kwargs,
+        attn_implementation=resolve_attn_implementation(args.attn_implementation),
+        **gguf_load_kwargs(args.gguf_file, load_config(args.model_name_or_path, args.trust_remote_code,
+                                                      args.gguf_file) if args.gguf_file else None, model_kwargs),
     )
+    if args.gguf_file:
+        drop_quantization_record(model)  # dense weights: it trains and saves like any checkpoint
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
@@ -114,7 +148,7 @@ def load_model_and_tokenizer(args: ModelArguments, model_class=AutoModelForCausa
     if not args.model_name_or_path:
         raise ValueError("model_name_or_path is required")
     resolve_dtype(args.dtype)  # a bad dtype fails before the tokenizer is read
-    tokenizer = load_tokenizer(args.model_name_or_path, args.trust_remote_code)
+    tokenizer = tokenizer_of(args)
     return load_model(args, tokenizer, model_class, peft_task_type, **model_kwargs), tokenizer
 
 

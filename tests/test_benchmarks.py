@@ -7,7 +7,7 @@ import pytest
 
 from data.benchmarks import comparisons, score_item, summarize
 from data.prepare import main as prepare_main
-from tests.conftest import ROOT, run_script
+from tests.conftest import run_script
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures")
 

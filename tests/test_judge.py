@@ -7,7 +7,7 @@ import pytest
 
 from generate.judge import TIE, Judge, JudgeReward, _combine
 from generate.sampling import Completion
-from tests.conftest import ROOT, run_script
+from tests.conftest import run_script
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ SMALL = """
 output_dir: {out}
 seed: 0
 stages: tiny,data,sft,refine,mdpo,bt,eval
+evaluate_base: true
 n_sft: 300
 n_prefs: 12
 n_val: 4
@@ -40,12 +41,12 @@ def test_every_stage_hands_its_files_to_the_next(pipeline):
     mdpo_cfg = (run / "mdpo" / "run_config.yaml").read_text()
     assert str(run / "refine" / "pairs.jsonl") in mdpo_cfg and str(run / "sft") in mdpo_cfg
     assert (run / "bt" / "config.json").exists()
-    for name in ("sft", "bt", "gfriend"):
+    for name, model in (("base", "tiny-base"), ("sft", "sft"), ("bt", "bt"), ("gfriend", "mdpo")):
         res = json.loads((run / "eval" / f"{name}.json").read_text())
         r = res["results"]["test.jsonl"]
-        assert r["n"] == 16 and 0.0 <= r["accuracy"] <= 1.0
+        assert r["n"] == 16 and 0.0 <= r["accuracy"] <= 1.0 and res["model"] == str(run / model)
     table = (run / "eval" / "table.md").read_text()
-    assert "SFT judge" in table and "BT-model" in table and "GFRIEND (M-DPO)" in table
+    assert all(f"| {name} |" in table for name in ("Base model (zero-shot)", "SFT judge", "BT-model", "GFRIEND (M-DPO)"))
     for stage in ("sft", "refine", "mdpo", "bt", "eval"):
         assert f"[{stage}] finished in" in stdout
 

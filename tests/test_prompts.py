@@ -1,7 +1,6 @@
 """Prompts as real instruct models see them, in every stage: Llama-3-style and Qwen2.5-style
 tokenizers (built here, no hub), one length budget, BOS once, the template's own end of turn, and
 samples cut at max_new_tokens recorded as such."""
-import json
 import os
 
 import pytest

@@ -1,5 +1,5 @@
-"""The recipes for real models parse with their scripts' own arguments, agree with each other on
-lengths, and carry the paper's settings rather than the demo's."""
+"""The recipes for real models parse with their scripts' own arguments and agree with each other on
+lengths; the GPU recipes carry the paper's settings rather than the demo's, the CPU one resumes."""
 import glob
 import os
 
@@ -27,11 +27,15 @@ def _parse(script: str, path: str, tmp_path):
         from models.m_dpo_trainer import MDPOConfig
 
         types = (ModelArguments, MDPOScriptArguments, MDPOConfig)
+    elif script == "bt":
+        from run_bt_baseline import BTConfig, BTDataArguments
+
+        types = (ModelArguments, BTDataArguments, BTConfig)
     else:
         from run_eval import EvalArguments
 
         types = (ModelArguments, EvalArguments)
-    extra = ["--output_dir", str(tmp_path)] if script in ("sft", "mdpo") else []
+    extra = ["--output_dir", str(tmp_path)] if script in ("sft", "mdpo", "bt") else []
     parsed = parse_args(types, ["--config", path, *extra])
     merged = {}
     for p in parsed:
@@ -43,16 +47,24 @@ def _parse(script: str, path: str, tmp_path):
 def test_a_recipe_is_consistent_across_its_stages(recipe, tmp_path):
     stages = {s: _parse(s, os.path.join(recipe, f"{s}.yaml"), tmp_path) for s in ("sft", "refine", "mdpo", "eval")}
     budgets = {s: c["max_prompt_length"] for s, c in stages.items()}
-    assert len(set(budgets.values())) == 1 and budgets["sft"] >= 1024, budgets
+    assert len(set(budgets.values())) == 1, budgets
     assert stages["refine"]["max_new_tokens"] == stages["eval"]["max_new_tokens"]
     room = budgets["sft"] + stages["refine"]["max_new_tokens"] + 1  # prompt + judgment + end of turn
     assert stages["sft"]["max_length"] >= room and stages["mdpo"]["max_length"] >= room
     assert stages["mdpo"]["precompute_ref_max_tokens"] >= 2 * stages["mdpo"]["max_length"]
     assert stages["refine"]["scoring_max_tokens"] >= room
+    if os.path.basename(recipe) == "smollm2-135m":  # the CPU recipe: fp32, and every training stage resumes
+        assert all(c["dtype"] == "fp32" for c in stages.values())
+        bt = _parse("bt", os.path.join(recipe, "bt.yaml"), tmp_path)
+        assert bt["max_length"] >= room
+        for c in (stages["sft"], stages["mdpo"], bt):
+            assert c["save_strategy"] == "steps" and c["resume_from_checkpoint"] == "auto"
+        assert stages["sft"]["model_name_or_path"] == "outputs/models/smollm2-135m-instruct"  # `make real-model`
+        return
     # the paper's loss and settings, none of the demo's
     mdpo = stages["mdpo"]
     assert mdpo["loss_type"] == ["sigmoid"] and mdpo["weighting"] == "levels" and not mdpo["normalize_weights"]
     assert stages["refine"]["tau"] == 10.0 and mdpo["learning_rate"] < 1e-5
-    assert all(c["dtype"] == "bf16" for c in stages.values())
+    assert all(c["dtype"] == "bf16" for c in stages.values()) and budgets["sft"] >= 1024
     model = stages["sft"]["model_name_or_path"]
     assert model.startswith(("meta-llama/", "Qwen/"))

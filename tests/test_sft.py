@@ -107,3 +107,40 @@ def test_plain_question_cot_rows_are_accepted(tiny_model_dir):
     (ex,) = build_dataset(rows, tok, SFTDataArguments(max_length=128))
     n_resp = len(tok("Rayleigh scattering.", add_special_tokens=False)["input_ids"]) + 1
     assert sum(l != IGNORE_INDEX for l in ex["labels"]) == n_resp
+
+
+def test_a_stopped_sft_run_resumes_from_its_newest_checkpoint_to_the_same_weights(tiny_model_dir, synthetic_dir,
+                                                                                   tmp_path, monkeypatch):
+    """What a run longer than one sitting relies on (the CPU recipe's save_steps + resume auto):
+    stopped after step 4 of 6 and started again with the same command, it continues from its step-3
+    checkpoint and ends with the weights of an uninterrupted run."""
+    import run_sft
+    from models.sft_trainer import SFTTrainer
+
+    def command(out):
+        return ["--config", os.path.join(ROOT, "configs", "sft_demo.yaml"), "--model_name_or_path", tiny_model_dir,
+                "--train_file", os.path.join(synthetic_dir, "sft.jsonl"), "--output_dir", str(out), "--max_steps", "6",
+                "--save_strategy", "steps", "--save_steps", "3", "--resume_from_checkpoint", "auto",
+                "--logging_steps", "1", "--disable_tqdm", "true"]
+
+    run_sft.main(command(tmp_path / "whole"))
+    real_step, steps = SFTTrainer.training_step, []
+
+    def counted(self, *a, **kw):  # stops in step 5 of the first attempt
+        if self.state.global_step == 4 and len(steps) == 4:
+            raise KeyboardInterrupt
+        steps.append(self.state.global_step)
+        return real_step(self, *a, **kw)
+
+    monkeypatch.setattr(SFTTrainer, "training_step", counted)
+    with pytest.raises(KeyboardInterrupt):
+        run_sft.main(command(tmp_path / "stopped"))
+    assert sorted(os.listdir(tmp_path / "stopped")) == ["checkpoint-3"]  # nothing that looks finished
+    run_sft.main(command(tmp_path / "stopped"))
+    assert steps == [0, 1, 2, 3] + [3, 4, 5]  # the second attempt ran steps 4-6 only
+    with open(tmp_path / "stopped" / "trainer_state.json") as f:
+        assert [h["step"] for h in json.load(f)["log_history"] if "loss" in h] == [1, 2, 3, 4, 5, 6]
+    whole = AutoModelForCausalLM.from_pretrained(tmp_path / "whole").state_dict()
+    stopped = AutoModelForCausalLM.from_pretrained(tmp_path / "stopped").state_dict()
+    for name, w in whole.items():
+        assert torch.allclose(w, stopped[name], atol=1e-6), name

@@ -1,5 +1,4 @@
 import json
-import os
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer

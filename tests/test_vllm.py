@@ -2,7 +2,6 @@
 
 The engine starts in ~30 s, so each test here starts as few as it can."""
 import json
-import math
 import os
 import subprocess
 import sys
@@ -14,8 +13,7 @@ pytest.importorskip("vllm")
 from tests.conftest import ROOT, assert_pairs_within_prompts, read_refinement, run_script  # noqa: E402
 
 ENV = {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_LOGGING_LEVEL": "WARNING"}
-ENGINE = ["--gpu_memory_utilization", "0.5", "--max_model_len", "512", "--enforce_eager", "true",
-          "--vllm_dtype", "float32"]
+ENGINE = ["--gpu_memory_utilization", "0.5", "--max_model_len", "512", "--enforce_eager", "true"]  # dtype: HF's
 SCORES = """
 import json, math, sys
 from data.templates import judge_prompt
@@ -153,3 +151,44 @@ def test_a_vllm_judge_reads_the_same_probability_from_the_engine(sft_dir, synthe
     assert len(same) >= 6  # greedy: the same judgments but for float-level near-ties
     for hf, vl in same:
         assert vl == pytest.approx(hf, abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def real_checkpoint():
+    """SmolLM2-135M-Instruct as `make real-model` converts it (GFRIEND_REAL_MODEL names the folder;
+    `make test` sets it and GFRIEND_REQUIRE_REAL_MODEL=1, so there a missing one fails)."""
+    path = os.environ.get("GFRIEND_REAL_MODEL", os.path.join(ROOT, "outputs", "models", "smollm2-135m-instruct"))
+    if not os.path.exists(os.path.join(path, "config.json")):
+        if os.environ.get("GFRIEND_REQUIRE_REAL_MODEL") == "1":
+            pytest.fail(f"{path}: no converted real model; run `make real-model`")
+        pytest.skip(f"{path}: no converted real model (`make real-model`)")
+    return path
+
+
+def test_vllm_refinement_on_the_real_model_scores_in_the_hf_precision(real_checkpoint, synthetic_dir, tmp_path):
+    """No --vllm_dtype: the engine computes in the precision of --dtype (fp32 in the recipe), not in
+    vLLM's 'auto' (bf16 on CPU), so its perplexities are the HF ones to 1e-4."""
+    out = str(tmp_path / "refine")
+    proc = run_script("run_preference_refinement.py", "--config",
+                      os.path.join(ROOT, "configs", "recipes", "smollm2-135m", "refine.yaml"),
+                      "--model_name_or_path", real_checkpoint, "--pref_file", os.path.join(synthetic_dir, "prefs.jsonl"),
+                      "--output_dir", out, "--max_items", "2", "--num_samples", "2", "--temperatures", "1.0",
+                      "--templates", "compare", "--max_new_tokens", "24", "--items_per_chunk", "2",
+                      "--sampler", "vllm", "--score_with", "sampler", "--gpu_memory_utilization", "0.5",
+                      "--max_model_len", "512", "--enforce_eager", "true", env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    samples, pairs, stats = read_refinement(out)
+    assert len(samples) == 2 * 2 * 2 and "differs from the HF precision" not in proc.stderr
+    assert_pairs_within_prompts(samples, pairs)
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from generate.perplexity import response_perplexities
+    from models.loading import load_tokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(real_checkpoint, dtype=torch.float32)
+    hf = response_perplexities(model, load_tokenizer(real_checkpoint), [s["prompt"] for s in samples],
+                               [s["response"] for s in samples], 8, finished=[s["finished"] for s in samples])
+    for s, ppl in zip(samples, hf):
+        assert s["ppl"] == pytest.approx(ppl, rel=1e-4)
+

@@ -25,7 +25,10 @@ def file_fingerprint(path: str) -> str:
 
 
 def model_fingerprint(name_or_path: str) -> dict:
-    """A local checkpoint: its config and the fingerprints of its weight files. A hub id stands for itself."""
+    """A local checkpoint: its config and the fingerprints of its weight files; a local weights file
+    (GGUF): its fingerprint. A hub id stands for itself."""
+    if os.path.isfile(name_or_path):
+        return {os.path.basename(name_or_path): file_fingerprint(name_or_path)}
     if not os.path.isdir(name_or_path):
         return {"id": name_or_path}
     files = sorted(f for f in os.listdir(name_or_path)
