@@ -17,7 +17,8 @@ from data.templates import scalar_rm_text
 from models.bt_trainer import BTCollator, BTTrainer, encode_bt
 from models.loading import ModelArguments, tokenizer_of
 from models.training import check_training_setup, load_trainable_model, train_and_save
-from utils.config import parse_args, require, run_main
+from utils.config import check_settings, parse_args, require, run_main
+from utils.io import DataError
 from utils.logging import get_logger
 
 log = get_logger("run_bt")
@@ -26,7 +27,9 @@ log = get_logger("run_bt")
 @dataclass
 class BTDataArguments:
     train_file: str = field(default=None, metadata={"help": "Labelled pairs {id, question, answer_pos, answer_neg}."})
-    max_length: int = field(default=512)
+    max_length: int = field(default=512, metadata={
+        "help": "Tokens of question + answer; longer ones are shortened in their middle (the answer first), never cut "
+                "at the end, where the reward is read."})
 
 
 @dataclass
@@ -42,13 +45,19 @@ def main(argv=None) -> None:
     model_args, data_args, args = parse_args((ModelArguments, BTDataArguments, BTConfig), argv)
     require(model_name_or_path=model_args.model_name_or_path, train_file=data_args.train_file,
             output_dir=args.output_dir)
+    check_settings(data_args, at_least={"max_length": 2})
     check_training_setup(model_args, args)
     rows = load_prefs(data_args.train_file)
     tokenizer = tokenizer_of(model_args)
     model = load_trainable_model(model_args, args, tokenizer, AutoModelForSequenceClassification, "SEQ_CLS",
                                  num_labels=1)
-    dataset = [encode_bt(tokenizer, scalar_rm_text(tokenizer, r["question"], r["answer_pos"]),
-                         scalar_rm_text(tokenizer, r["question"], r["answer_neg"]), data_args.max_length) for r in rows]
+    dataset = []
+    for i, r in enumerate(rows):
+        try:
+            dataset.append(encode_bt(tokenizer, *(scalar_rm_text(tokenizer, r["question"], r[k], data_args.max_length)
+                                                  for k in ("answer_pos", "answer_neg"))))
+        except DataError as e:
+            raise DataError(f"{data_args.train_file}: record {i + 1}: {e}") from None
     log.info("BT reward model on %d pairs", len(dataset))
     trainer = BTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                         data_collator=BTCollator(tokenizer.pad_token_id))

@@ -26,9 +26,12 @@ from data.benchmarks import comparisons, score_item
 from data.benchmarks import summarize as benchmark_summary
 from data.rewardbench import is_rewardbench, section_scores
 from data.schemas import load_eval_rows
+from data.collate import budget_batches, pad
 from data.templates import judge_prompt_groups, scalar_rm_text, template_ids
+from data.tokens import encode_prompt
 from generate.parsing import majority_verdict, parse_verdict
-from generate.sampling import SAMPLERS, build_sampler, check_sampling_lengths
+from generate.backends import build_sampler
+from generate.sampling import SAMPLERS, check_sampling_lengths
 from generate.vllm_sampler import VLLMOptions, require_vllm
 from models.bt_trainer import sequence_rewards
 from models.loading import ModelArguments, load_model, model_context_length, tokenizer_of
@@ -54,7 +57,8 @@ class EvalArguments:
                                                                 "was trained to write is not cut here."})
     max_prompt_length: int = field(default=None, metadata={
         "help": "Prompts longer than this are shortened in the middle of the answers, as in refinement and SFT."})
-    max_length: int = field(default=1024, metadata={"help": "Scalar RM input truncation."})
+    max_length: int = field(default=1024, metadata={
+        "help": "Scalar RM: tokens of question + answer; longer ones are shortened in their middle, as in training."})
     sampler: str = field(default="hf", metadata={"help": "hf (transformers generate) | vllm (generative judges)"})
     max_items: int = field(default=None, metadata={"help": "Evaluate only the first N pairs of each file."})
     items_per_chunk: int = field(default=64, metadata={"help": "Unit of seeding, sharding and resuming."})
@@ -88,20 +92,26 @@ def judge_generative(rows, sampler, tokenizer, args: EvalArguments, seed: int) -
 
 
 @torch.no_grad()
-def scalar_rewards(model, tokenizer, texts: list[str], batch_size: int, max_length: int) -> list[float]:
+def scalar_rewards(model, tokenizer, texts: list[str], batch_size: int) -> list[float]:
+    """r of each text (fitted to its budget before), encoded as training encodes it, in batches of
+    similar lengths."""
     model.eval()
     device = next(model.parameters()).device
-    rewards = []
-    for i in range(0, len(texts), batch_size):
-        enc = tokenizer(texts[i : i + batch_size], return_tensors="pt", padding=True, truncation=True,
-                        max_length=max_length, add_special_tokens=False).to(device)
-        rewards += sequence_rewards(model, enc["input_ids"], enc["attention_mask"]).tolist()
+    ids = [encode_prompt(tokenizer, t) for t in texts]
+    rewards = [0.0] * len(texts)
+    for idx in budget_batches([len(x) for x in ids], batch_size):
+        rows = [ids[i] for i in idx]
+        batch = sequence_rewards(model, pad(rows, tokenizer.pad_token_id).to(device),
+                                 pad([[1] * len(x) for x in rows], 0).to(device))
+        for i, r in zip(idx, batch.tolist()):
+            rewards[i] = r
     return rewards
 
 
 def judge_scalar(rows, model, tokenizer, args: EvalArguments) -> list[dict]:
-    texts = [scalar_rm_text(tokenizer, r["question"], a) for r in rows for a in (r["answer_pos"], r["answer_neg"])]
-    rewards = scalar_rewards(model, tokenizer, texts, args.batch_size, args.max_length)
+    texts = [scalar_rm_text(tokenizer, r["question"], a, args.max_length) for r in rows
+             for a in (r["answer_pos"], r["answer_neg"])]
+    rewards = scalar_rewards(model, tokenizer, texts, args.batch_size)
     return [{"index": r["_index"], "id": r["id"], "category": r.get("category"), "reward_pos": rewards[2 * k],
              "reward_neg": rewards[2 * k + 1], "correct": float(rewards[2 * k] > rewards[2 * k + 1])}
             for k, r in enumerate(rows)]
@@ -210,13 +220,20 @@ def main(argv=None) -> None:
             except DataError as e:
                 raise DataError(f"{path}: {e}") from None
         check_sampling_lengths(tokenizer, prompts, args.max_new_tokens, model_context_length(model_args, tokenizer))
+    else:  # every text fits max_length, before the model loads
+        for path, (_, _, rows) in data.items():
+            for r in rows:
+                try:
+                    for k in ("answer_pos", "answer_neg"):
+                        scalar_rm_text(tokenizer, r["question"], r[k], args.max_length)
+                except DataError as e:
+                    raise DataError(f"{path}: item {r['id']!r}: {e}") from None
     # One process, or one of several under `accelerate launch` / torchrun, each judging its chunks.
     state, work_dir = resumable_work_dir(args.output_file, args, model_args.source)
     if args.model_type == "scalar":
         from transformers import AutoModelForSequenceClassification
 
         model = load_model(model_args, tokenizer, AutoModelForSequenceClassification, "SEQ_CLS", num_labels=1)
-        tokenizer.padding_side = "right"
         model.to(state.device)
         judge = lambda rows, seed: judge_scalar(rows, model, tokenizer, args)  # noqa: E731
     else:

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from data.schemas import load_unlabelled
 from data.templates import template_ids
 from generate.judge import Judge, both_orders
-from generate.sampling import SAMPLERS, build_sampler, check_sampling_lengths
+from generate.backends import build_sampler
+from generate.sampling import SAMPLERS, check_sampling_lengths
 from generate.vllm_sampler import VLLMOptions, require_vllm
 from models.loading import ModelArguments, load_model, model_context_length, tokenizer_of
 from utils.config import check_settings, parse_args, require, run_main

@@ -306,6 +306,11 @@ class Pipeline:
                 print("\nResults\n" + f.read(), flush=True)
         self.run_rounds()
 
+    def stage_times(self) -> dict[str, float]:
+        """Wall seconds of this run's stages, from their records (a reused stage: the run that made it)."""
+        records = {s: self.record(s).load() for s in self.stages if not self.external(s)}
+        return {s: r["wall_s"] for s, r in records.items() if r and r.get("wall_s") is not None}
+
     def round_judges(self) -> list[tuple[str, str, str]]:
         """(key, display name, eval file) of the GFRIEND judge of every round after the first."""
         if self.a.rounds < 2 or "mdpo" not in self.stages:
@@ -332,7 +337,7 @@ class Pipeline:
         tables and a manifest of how they were made, beside the table."""
         seeds = [int(x) for x in self.a.seeds.split(",")]
         commit = git_commit()  # before the study rewrites its own tracked tables and figure
-        per_seed, seed_tables, wall = [], {}, {}
+        per_seed, seed_tables, wall, stage_wall = [], {}, {}, {}
         for seed in seeds:
             print(f"===== seed {seed} =====", flush=True)
             t0 = time.time()
@@ -341,12 +346,14 @@ class Pipeline:
             sub = Pipeline(a)
             sub.run()
             wall[seed] = round(time.time() - t0, 1)
+            stage_wall[seed] = sub.stage_times()
             per_seed.append({**{name: read_result(os.path.join(sub.paths["eval"], f"{key}.json"))
                                 for key, name, _, _ in sub.judges()},
                              **{name: read_result(path) for _, name, path in sub.round_judges()}})
             with open(os.path.join(sub.paths["eval"], "table.md"), encoding="utf-8") as f:
                 seed_tables[seed] = f.read()
-        folder = self.write_report(study_table(per_seed, seeds, self.a.eval_split), "table.md", wall, commit)
+        folder = self.write_report(study_table(per_seed, seeds, self.a.eval_split), "table.md", wall, commit,
+                                   stage_wall)
         for seed, text in seed_tables.items():
             with open(os.path.join(folder, f"seed{seed}.md"), "w", encoding="utf-8") as f:
                 f.write(text)
@@ -408,14 +415,15 @@ class Pipeline:
             wall[seed] = round(time.time() - t0, 1)
         return runs, wall, commit
 
-    def write_report(self, table: str, default_name: str, wall: dict, commit: str | None) -> str:
+    def write_report(self, table: str, default_name: str, wall: dict, commit: str | None,
+                     stage_wall: dict | None = None) -> str:
         """The table (study_table, or output_dir/default_name) with a manifest beside it; returns their folder."""
         out = self.a.study_table or os.path.join(self.a.output_dir, default_name)
         folder = os.path.dirname(os.path.abspath(out))
         os.makedirs(folder, exist_ok=True)
         with open(out, "w", encoding="utf-8") as f:
             f.write(table + "\n")
-        write_json(os.path.join(folder, "manifest.json"), manifest(wall, commit))
+        write_json(os.path.join(folder, "manifest.json"), manifest(wall, commit, stage_wall))
         print("\n" + table, flush=True)
         return folder
 
@@ -506,8 +514,9 @@ def labelled_subset(src: str, dst: str, n: int, split: str) -> str:
     return dst
 
 
-def manifest(wall_s: dict[int, float], commit: str | None) -> dict:
-    """How a study's numbers were made: enough to trace them and to compare two machines' runs."""
+def manifest(wall_s: dict[int, float], commit: str | None, stage_wall_s: dict[int, dict] | None = None) -> dict:
+    """How a study's numbers were made: enough to trace them and to compare two machines' runs
+    (with `stage_wall_s`, each seed's stages' wall seconds as their records give them)."""
     import platform
 
     threads = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
@@ -520,6 +529,7 @@ def manifest(wall_s: dict[int, float], commit: str | None) -> dict:
             "code": code_version(), "libraries": library_versions(), "cpu": cpu, "cpu_count": os.cpu_count(),
             "torch_threads": int(threads) if threads.isdigit() else None,
             "wall_s_per_seed": {str(k): v for k, v in wall_s.items()}, "wall_s": round(sum(wall_s.values()), 1),
+            **({"wall_s_per_stage": {str(k): v for k, v in stage_wall_s.items()}} if stage_wall_s else {}),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 

@@ -27,7 +27,8 @@ from data.templates import ORDERS, judge_prompt_groups, template_ids
 from generate.levels import assign_level, build_pairs, refinement_stats, resolve_threshold
 from generate.parsing import parse_verdict
 from generate.perplexity import ppl_score, response_perplexities
-from generate.sampling import SAMPLERS, build_sampler, check_sampling_lengths, parse_temperatures
+from generate.backends import build_sampler
+from generate.sampling import SAMPLERS, check_sampling_lengths, parse_temperatures
 from generate.vllm_sampler import VLLMOptions, cpu_only, require_vllm
 from models.loading import ModelArguments, load_model, model_context_length, tokenizer_of
 from utils.config import check_settings, parse_args, require, run_main

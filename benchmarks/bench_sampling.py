@@ -32,7 +32,7 @@ def run_variant(variant: str, a) -> dict:
     from data.schemas import load_prefs
     from data.templates import template_ids
     from generate.vllm_sampler import VLLMOptions
-    from generate.sampling import build_sampler
+    from generate.backends import build_sampler
     from models.loading import ModelArguments, load_model, tokenizer_of
     from run_preference_refinement import RefinementArguments, process_chunk, prompt_groups
 

@@ -171,9 +171,15 @@ def judge_prompt_groups(tokenizer, item: dict, templates: list[str], slots=("A",
     return groups
 
 
-def scalar_rm_text(tokenizer, question: str, answer: str) -> str:
-    """What a scalar (Bradley-Terry) reward model reads: the question and one answer as a chat."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template([{"role": "user", "content": question},
-                                              {"role": "assistant", "content": answer}], tokenize=False)
-    return f"{apply_chat(tokenizer, question)}{answer}"
+def scalar_rm_text(tokenizer, question: str, answer: str, max_length: int | None = None) -> str:
+    """What a scalar (Bradley-Terry) reward model reads: the question and one answer as a chat,
+    fitted to `max_length` tokens under the one prompt budget (the answer, then the question,
+    shortened in the middle): the answer's end, where the reward is read, always survives."""
+    def render(fields: list[str]) -> str:
+        q, a = fields
+        if getattr(tokenizer, "chat_template", None):
+            return tokenizer.apply_chat_template([{"role": "user", "content": q}, {"role": "assistant", "content": a}],
+                                                 tokenize=False)
+        return f"{apply_chat(tokenizer, q)}{a}"
+
+    return fit_prompt(tokenizer, render, [question, answer], max_length)[0]

@@ -28,7 +28,8 @@ from data.collate import budget_batches, pad
 from data.templates import fit_judge_prompt, template_ids
 from data.tokens import encode_prompt
 from generate.parsing import majority_verdict, verdict_position
-from generate.sampling import HFSampler, build_sampler
+from generate.backends import build_sampler
+from generate.sampling import HFSampler
 
 
 @dataclass

@@ -92,6 +92,11 @@ class VLLMSampler:
 
         options = options or VLLMOptions()
         dtype = engine_dtype(options.vllm_dtype, hf_dtype, model_name_or_path)
+        if cpu_only():
+            # vLLM's CPU build keeps one core for its front end; offline, that process only waits for
+            # the engine, so on a small machine the core is better spent on the model (2 cores: 1.6x
+            # faster sampling). Set VLLM_CPU_NUM_OF_RESERVED_CPU to choose otherwise.
+            os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         self.tokenizer, self.top_p, self.logprobs = tokenizer, top_p, logprobs
         self.stop_ids = stop_token_ids(tokenizer)
         self.per_request_seeds = not cpu_only()

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from transformers import Trainer
 
 from data.collate import pad
+from data.tokens import encode_prompt
 from models.global_batch import GlobalBatchLossMixin
 from models.trainer_metrics import AveragedMetricsMixin
 
@@ -30,9 +31,10 @@ class BTCollator:
         return {"input_ids": pad(ids, self.pad_token_id), "attention_mask": pad([[1] * len(s) for s in ids], 0)}
 
 
-def encode_bt(tokenizer, pos_text: str, neg_text: str, max_length: int) -> dict:
-    enc = lambda t: tokenizer(t, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]  # noqa: E731
-    return {"pos_input_ids": enc(pos_text), "neg_input_ids": enc(neg_text)}
+def encode_bt(tokenizer, pos_text: str, neg_text: str) -> dict:
+    """Token ids of the two texts, encoded as every stage encodes a prompt (BOS once where the model
+    expects one); never cut: `data.templates.scalar_rm_text` fits them to their budget as text."""
+    return {"pos_input_ids": encode_prompt(tokenizer, pos_text), "neg_input_ids": encode_prompt(tokenizer, neg_text)}
 
 
 def reward_head(model) -> torch.nn.Module:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from models.from_gguf import drop_quantization_record, gguf_load_kwargs, split_gguf_path
+from models.gguf import drop_quantization_record, gguf_load_kwargs, split_gguf_path
 from utils.io import DataError
 from utils.logging import get_logger
 

@@ -76,7 +76,8 @@ def real_model(tmp_path_factory):
 
     from data.templates import apply_chat
     from data.tokens import encode_prompt
-    from models.from_gguf import gguf_in_package, save_checkpoint
+    from models.from_gguf import save_checkpoint
+    from models.gguf import gguf_in_package
     from models.loading import ModelArguments, load_model_and_tokenizer
 
     gguf = gguf_in_package(REAL_PACKAGE)

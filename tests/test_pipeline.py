@@ -120,7 +120,8 @@ def test_a_study_manifest_says_how_its_numbers_were_made():
     from run_pipeline import manifest
     from utils.stages import git_commit
 
-    m = manifest({0: 12.5, 1: 30.0}, git_commit())
+    m = manifest({0: 12.5, 1: 30.0}, git_commit(), {0: {"sft": 10.0, "eval": 2.5}, 1: {"sft": 28.0, "eval": 2.0}})
     assert m["wall_s"] == 42.5 and m["wall_s_per_seed"] == {"0": 12.5, "1": 30.0}
+    assert m["wall_s_per_stage"]["1"] == {"sft": 28.0, "eval": 2.0}
     assert m["libraries"]["torch"] == torch.__version__ and m["torch_threads"] == torch.get_num_threads()
     assert m["cpu"] and m["code"] and len(m["commit"].split("+")[0]) == 40

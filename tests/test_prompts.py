@@ -91,6 +91,21 @@ def test_the_length_budget_shortens_answers_in_the_middle_and_keeps_the_template
         fit_judge_prompt(tok, "compare", question, LONG_A, LONG_B, 40)
 
 
+def test_a_scalar_reward_models_text_is_fitted_in_the_middle_and_keeps_the_answers_end(styled):
+    from data.templates import scalar_rm_text
+
+    style, path = styled
+    tok, _ = _load(path)
+    question = "Explain photosynthesis to a ten-year-old."
+    full = scalar_rm_text(tok, question, LONG_A)
+    text = scalar_rm_text(tok, question, LONG_A, MAX_PROMPT)
+    assert len(encode_prompt(tok, full)) > 3 * MAX_PROMPT and MAX_PROMPT - 40 <= len(encode_prompt(tok, text)) <= MAX_PROMPT
+    assert text.count("tokens omitted ...]") == 1 and question in text
+    assert full.endswith(text[text.index("THE END A."):])  # the answer's end and the template after it survive
+    if style == "qwen2":
+        assert text.endswith("THE END A.<|im_end|>\n")
+
+
 class Recorder:
     """Wraps model.generate and the scoring forward to record the ids each stage feeds the model."""
 

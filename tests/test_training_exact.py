@@ -103,7 +103,7 @@ def test_gradient_accumulation_is_exact_for_m_dpo(tiny_model_dir):
 
 def test_gradient_accumulation_is_exact_for_bt(tiny_model_dir):
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    data = [encode_bt(tok, p["prompt"] + p["chosen"], p["prompt"] + p["rejected"], 512) for p in make_pairs(8)]
+    data = [encode_bt(tok, p["prompt"] + p["chosen"], p["prompt"] + p["rejected"]) for p in make_pairs(8)]
 
     def model():
         torch.manual_seed(0)
