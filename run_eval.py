@@ -29,7 +29,8 @@ from data.schemas import load_eval_rows
 from data.collate import budget_batches, pad
 from data.templates import judge_prompt_groups, scalar_rm_text, template_ids
 from data.tokens import encode_prompt
-from generate.parsing import majority_verdict, parse_verdict
+from generate.judge import Judge
+from generate.parsing import majority_verdict
 from generate.backends import build_sampler
 from generate.sampling import SAMPLERS, check_sampling_lengths
 from generate.vllm_sampler import VLLMOptions, require_vllm
@@ -39,7 +40,7 @@ from utils.config import check_settings, parse_args, require, run_main
 from utils.io import DataError, write_json
 from utils.logging import get_logger
 from utils.seed import derive_seed
-from utils.sharding import ChunkedRun, resumable_work_dir
+from utils.sharding import resumable_work_dir, run_in_chunks
 
 log = get_logger("run_eval")
 
@@ -65,25 +66,27 @@ class EvalArguments:
     seed: int = field(default=0)
 
 
-def judge_generative(rows, sampler, tokenizer, args: EvalArguments, seed: int) -> list[dict]:
-    (tid,) = template_ids(args.template)
-    groups = [g for r in rows for g in judge_prompt_groups(tokenizer, r, [tid], max_prompt_length=args.max_prompt_length)]
-    greedy = args.num_samples == 1
-    outs = sampler.generate([g["prompt"] for g in groups], args.num_samples,
-                            0.0 if greedy else args.temperature, args.max_new_tokens, seed=seed)
+def judge_generative(rows, judge: Judge, seed: int) -> list[dict]:
+    """Every pair judged by the judge users get (generate.judge.Judge), the good answer given as A:
+    its first order asks with the good answer in slot A, the swapped one in slot B. `correct` counts
+    each order's verdict half (the paper's accuracy); `judge_correct` is the Judge's own verdict,
+    from P(A better) with both orders averaged."""
+    judgments = judge.compare_batch([{"question": r["question"], "answer_a": r["answer_pos"],
+                                      "answer_b": r["answer_neg"]} for r in rows], seed)
     records = []
-    for k, r in enumerate(rows):
+    for r, j in zip(rows, judgments):
         orders = []
-        for g, completions in zip(groups[2 * k : 2 * k + 2], outs[2 * k : 2 * k + 2]):
-            verdicts = [parse_verdict(c.text) for c in completions]
-            verdict = majority_verdict(verdicts)
-            orders.append({"pos_slot": g["pos_slot"], "prompt": g["prompt"], "prompt_shortened": g["shortened"],
-                           "responses": [c.text for c in completions], "finished": [c.finished for c in completions],
-                           "verdicts": verdicts, "verdict": verdict, "correct": verdict == g["pos_slot"]})
+        for o in j.orders:
+            pos_slot = "B" if o["swapped"] else "A"
+            verdict = majority_verdict(o["written"])
+            orders.append({"pos_slot": pos_slot, "prompt": o["prompt"], "prompt_shortened": o["prompt_shortened"],
+                           "responses": o["responses"], "finished": o["finished"], "verdicts": o["written"],
+                           "verdict": verdict, "correct": verdict == pos_slot, "p_pos": o["p_a"]})
         picks = [None if o["verdict"] is None else o["verdict"] == o["pos_slot"] for o in orders]
         records.append({"index": r["_index"], "id": r["id"], "category": r.get("category"),
                         **{k: r[k] for k in ("item", "pair") if k in r}, "orders": orders,
                         "correct": sum(o["correct"] for o in orders) / 2,
+                        "p_pos": j.p_a, "judge_correct": j.verdict == "A",
                         "consistent": picks[0] is not None and picks[0] == picks[1],
                         "parse_failures": sum(o["verdict"] is None for o in orders),
                         "unfinished": sum(not f for o in orders for f in o["finished"]),
@@ -148,6 +151,7 @@ def summarize(records: list[dict], generative: bool) -> dict:
     summary = {"n": len(records), "accuracy": acc(records),
                "categories": {c: {"n": len(v), "accuracy": acc(v)} for c, v in sorted(by_cat.items())}}
     if generative:
+        summary["judge_accuracy"] = sum(r["judge_correct"] for r in records) / len(records)
         summary["consistency"] = sum(r["consistent"] for r in records) / len(records)
         summary["parse_failure_rate"] = sum(r["parse_failures"] for r in records) / (2 * len(records))
         judgments = sum(len(o["finished"]) for r in records for o in r["orders"])
@@ -166,8 +170,8 @@ def markdown_table(results: dict) -> str:
             continue
         extra = ""
         if "consistency" in res:
-            extra = (f" (consistency {res['consistency']:.3f}, parse failures {res['parse_failure_rate']:.3f}, "
-                     f"unfinished {res['unfinished_rate']:.3f})")
+            extra = (f" (judge's verdict {res['judge_accuracy']:.3f}, consistency {res['consistency']:.3f}, "
+                     f"parse failures {res['parse_failure_rate']:.3f}, unfinished {res['unfinished_rate']:.3f})")
         lines.append(f"| {name} | **all**{extra} | {res['n']} | **{res['accuracy']:.3f}** |")
         for cat, c in res["categories"].items():
             lines.append(f"| {name} | {cat} | {c['n']} | {c['accuracy']:.3f} |")
@@ -235,23 +239,23 @@ def main(argv=None) -> None:
 
         model = load_model(model_args, tokenizer, AutoModelForSequenceClassification, "SEQ_CLS", num_labels=1)
         model.to(state.device)
-        judge = lambda rows, seed: judge_scalar(rows, model, tokenizer, args)  # noqa: E731
+        judge_chunk = lambda rows, seed: judge_scalar(rows, model, tokenizer, args)  # noqa: E731
     else:
         model = None
         if args.sampler == "hf":
             model = load_model(model_args, tokenizer)
             model.to(state.device)
         sampler = build_sampler(args.sampler, model_args, tokenizer, model, vllm_options, args.batch_size, seed=args.seed)
-        judge = lambda rows, seed: judge_generative(rows, sampler, tokenizer, args, seed)  # noqa: E731
+        judge = Judge(model, tokenizer, tid, args.max_new_tokens, args.max_prompt_length, args.num_samples,
+                      args.temperature, args.batch_size, sampler=sampler)
+        judge_chunk = lambda rows, seed: judge_generative(rows, judge, seed)  # noqa: E731
     results, items = {}, {}
     for path, (benchmark, benchmark_items, rows) in data.items():
         name = os.path.basename(path)
         rows = [{**r, "_index": str(i)} for i, r in enumerate(rows)]
-        size = args.items_per_chunk
-        chunks = [rows[i : i + size] for i in range(0, len(rows), size)]
-        run = ChunkedRun(state, work_dir, os.path.splitext(name)[0], [{r["_index"] for r in ch} for ch in chunks],
-                         item_of=lambda r: r["index"], key_of=lambda r: r["index"])
-        records = run.run(lambda c: judge(chunks[c], derive_seed(args.seed, c)), desc=f"judging {name}")
+        records = run_in_chunks(state, work_dir, os.path.splitext(name)[0], rows, args.items_per_chunk,
+                                lambda r: r["_index"], lambda c, chunk: judge_chunk(chunk, derive_seed(args.seed, c)),
+                                f"judging {name}", item_of=lambda r: r["index"])
         if records is not None:
             results[name] = (score_benchmark(benchmark, benchmark_items, records) if benchmark
                              else summarize(records, args.model_type == "generative"))

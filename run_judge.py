@@ -29,7 +29,7 @@ from models.loading import ModelArguments, load_model, model_context_length, tok
 from utils.config import check_settings, parse_args, require, run_main
 from utils.io import DataError, write_json, write_jsonl
 from utils.seed import derive_seed
-from utils.sharding import ChunkedRun, resumable_work_dir
+from utils.sharding import resumable_work_dir, run_in_chunks
 
 
 @dataclass
@@ -122,11 +122,9 @@ def main(argv=None) -> None:
     judge = Judge(model, tokenizer, args.template, args.max_new_tokens, args.max_prompt_length, args.num_samples,
                   args.temperature, args.batch_size, sampler=sampler)
     rows = [{**r, "_index": str(i)} for i, r in enumerate(rows)]
-    size = args.items_per_chunk
-    chunks = [rows[i : i + size] for i in range(0, len(rows), size)]
-    run = ChunkedRun(state, work_dir, "judgments", [{r["_index"] for r in ch} for ch in chunks],
-                     item_of=lambda r: r["index"], key_of=lambda r: r["index"])
-    records = run.run(lambda c: judge_rows(judge, chunks[c], derive_seed(args.seed, c)), desc="judging")
+    records = run_in_chunks(state, work_dir, "judgments", rows, args.items_per_chunk, lambda r: r["_index"],
+                            lambda c, chunk: judge_rows(judge, chunk, derive_seed(args.seed, c)), "judging",
+                            item_of=lambda r: r["index"])
     if hasattr(sampler, "close"):
         sampler.close()
     if records is None:  # not process 0: it writes the outputs

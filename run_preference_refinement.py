@@ -32,10 +32,11 @@ from generate.sampling import SAMPLERS, check_sampling_lengths, parse_temperatur
 from generate.vllm_sampler import VLLMOptions, cpu_only, require_vllm
 from models.loading import ModelArguments, load_model, model_context_length, tokenizer_of
 from utils.config import check_settings, parse_args, require, run_main
+from utils.fingerprint import changed_keys
 from utils.io import DataError, read_jsonl, write_json, write_jsonl
 from utils.logging import get_logger
 from utils.seed import derive_seed, set_seed
-from utils.sharding import ChunkedRun, check_fingerprint, process_state, remove_shards
+from utils.sharding import check_fingerprint, process_state, remove_shards, run_in_chunks
 
 log = get_logger("refine")
 
@@ -182,7 +183,7 @@ def reused_samples(args: RefinementArguments, model_args: ModelArguments, groups
     ours = {k: v for k, v in dataclasses.asdict(args).items()
             if k not in (*RefinementArguments.RESUMABLE, "output_dir", "pref_file", "samples_from")}
     ours["model_name_or_path"] = model_args.source
-    changed = sorted(k for k in ours if theirs.get(k) != ours[k])
+    changed = [k for k in changed_keys(theirs, ours) if k in ours]
     if changed:
         raise DataError(f"--samples_from {src}: sampled with other settings ({', '.join(changed)})")
     logged = read_jsonl(os.path.join(src, "samples.jsonl"))
@@ -236,13 +237,12 @@ def main(argv=None) -> None:
         model.to(state.device)
     sampler = build_sampler(args.sampler, model_args, tokenizer, model, vllm_options, args.generation_batch_size,
                             args.top_p, args.seed, logprobs=args.score_with == "sampler")
-    size = args.items_per_chunk
-    chunks = [range(i, min(i + size, len(items))) for i in range(0, len(items), size)]
-    run = ChunkedRun(state, args.output_dir, "samples", [{str(items[i]["id"]) for i in ch} for ch in chunks],
-                     item_of=lambda r: r["item_id"],
-                     key_of=lambda r: (r["item_id"], r["prompt_id"], r["temperature"], r["sample"]))
-    records = run.run(lambda c: process_chunk(c, [ig for i in chunks[c] for ig in groups[i]], sampler, model, tokenizer,
-                                              args, temperatures), desc="refine")
+    records = run_in_chunks(state, args.output_dir, "samples", groups, args.items_per_chunk,
+                            lambda item_groups: str(item_groups[0][0]["id"]),
+                            lambda c, chunk: process_chunk(c, [ig for item_groups in chunk for ig in item_groups], sampler,
+                                                           model, tokenizer, args, temperatures), "refine",
+                            item_of=lambda r: r["item_id"],
+                            key_of=lambda r: (r["item_id"], r["prompt_id"], r["temperature"], r["sample"]))
     if hasattr(sampler, "close"):
         sampler.close()
     if records is None:  # not process 0: it merges and writes the outputs

@@ -23,7 +23,7 @@ VARIANTS = ("trl", "ours_live_ref", "ours_precomputed_ref")
 
 
 def make_pairs(n: int, tokenizer) -> list[dict]:
-    from data.synthetic import build, reference_response  # noqa: F401
+    from toy.task import build, reference_response  # noqa: F401
     from data.templates import format_response, judge_prompt_groups
     from utils.io import read_jsonl
 
@@ -96,7 +96,7 @@ def main(argv=None) -> None:
         print("RESULT " + json.dumps(run_variant(a.variant, a.model_name_or_path, a.pairs, a.batch_size, a.steps, a.beta)))
         return
     if a.model_name_or_path is None:
-        from models.tiny import build_tiny
+        from toy.model import build_tiny
 
         a.model_name_or_path = os.path.join(tempfile.mkdtemp(), "tiny")
         build_tiny(a.model_name_or_path)

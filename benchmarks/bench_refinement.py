@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data.collate import encode_prompt_response  # noqa: E402
-from data.synthetic import build as build_data  # noqa: E402
+from toy.task import build as build_data  # noqa: E402
 from data.templates import judge_prompt_groups, template_ids  # noqa: E402
 from generate.parsing import parse_verdict  # noqa: E402
 from models.loading import ModelArguments, load_model_and_tokenizer  # noqa: E402
@@ -60,7 +60,7 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     tmp = tempfile.mkdtemp()
     if a.model_name_or_path is None:
-        from models.tiny import build_tiny
+        from toy.model import build_tiny
 
         a.model_name_or_path = os.path.join(tmp, "tiny")
         build_tiny(a.model_name_or_path)

@@ -1,1 +1,1 @@
-"""Data: schemas, judge prompt templates, the synthetic task and converters for public sets."""
+"""Data: schemas, judge prompt templates, the prompt budget, token conventions and converters for public sets."""

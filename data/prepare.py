@@ -289,11 +289,13 @@ def main(argv=None) -> None:
         else:
             pairs, summary = prepare(a.source, rows, a.limit, a.seed, read_exclusions(a.exclude), a.pku_preference)
         if a.tokenizer and pairs and a.source not in BENCHMARKS:
+            from transformers import AutoTokenizer
+
             from data.templates import template_ids
-            from models.loading import load_tokenizer
 
             template_ids(a.template)
-            summary["token_lengths"] = length_report(pairs, load_tokenizer(a.tokenizer), a.template, a.max_prompt_length)
+            summary["token_lengths"] = length_report(pairs, AutoTokenizer.from_pretrained(a.tokenizer), a.template,
+                                                     a.max_prompt_length)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -1,8 +1,11 @@
 """Record schemas of the pipeline's files and their validators (used with utils.io.read_jsonl)."""
 from __future__ import annotations
 
-from generate.levels import LEVEL_VALUES
 from utils.io import DataError, check_fields, read_jsonl
+
+# The four levels of a judgment in pairs.jsonl and their values (docs/method.md): SA > WA > WR > SR.
+# Defined here, with the file formats, since every layer that reads pairs uses them.
+LEVEL_VALUES = {"SA": 2, "WA": 1, "WR": -1, "SR": -2}
 
 PREF_REQUIRED = {"id": (str, int), "question": str, "answer_pos": str, "answer_neg": str}
 SFT_SEED_REQUIRED = {"question": str, "chain_of_thought": str}

@@ -1,1 +1,1 @@
-"""Stage 2 machinery: sampling judgments, parsing verdicts, perplexity scoring, levels and pairs."""
+"""Sampling judgments, parsing verdicts, perplexity scoring, levels and pairs (refined or from labels), and the judge as a product (API, RL reward)."""

@@ -92,8 +92,10 @@ class Judge:
                 # P(answer A as given is better): in the swapped order that is the letter B
                 ps = [None if p is None else (1.0 - p if swapped else p) for p in ps]
                 known = [p for p in ps if p is not None]
-                verdicts = [_as_given(v, swapped) for v, _ in letters[j]]
+                written = [v for v, _ in letters[j]]
+                verdicts = [_as_given(v, swapped) for v in written]
                 orders.append({"prompt": prompts[j], "prompt_shortened": shortened[j], "swapped": swapped,
+                               "written": written,
                                "responses": [c.text for c in outs[j]], "finished": [c.finished for c in outs[j]],
                                "verdicts": verdicts, "p_a": sum(known) / len(known) if known else None})
             judgments.append(_combine(orders))

@@ -14,9 +14,9 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
+from data.schemas import LEVEL_VALUES
 from utils.io import DataError
 
-LEVEL_VALUES = {"SA": 2, "WA": 1, "WR": -1, "SR": -2}
 ACCEPT = ("SA", "WA")
 REJECT = ("WR", "SR")
 

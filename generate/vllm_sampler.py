@@ -18,6 +18,7 @@ resumable (finished chunks are kept, unfinished ones redone) but not byte-identi
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 from dataclasses import dataclass, field
@@ -56,6 +57,36 @@ class VLLMOptions:
     vllm_dtype: str = field(default=None, metadata={
         "help": "vLLM: auto | bfloat16 | float16 | float32; default: the precision the HF path uses (--dtype; "
                 "auto = as the checkpoint stores it). vLLM's own 'auto' computes an fp32 checkpoint in bf16 on CPU."})
+
+
+_shared: dict | None = None  # engine settings -> running engine, while shared_engines() is open
+
+
+@contextlib.contextmanager
+def shared_engines():
+    """Within this block, samplers of the same checkpoint, precision, engine settings and seed share
+    one engine instead of starting their own (~30 s each on CPU): for a process that runs several
+    stages or judges on one checkpoint, such as a notebook or a test module. Each engine shuts down
+    when the block ends; a sampler's close() inside it only lets go of it."""
+    global _shared
+    if _shared is not None:  # nested: the outer block owns the engines
+        yield
+        return
+    _shared = {}
+    try:
+        yield
+    finally:
+        engines, _shared = _shared, None
+        for llm in engines.values():
+            shutdown(llm)
+
+
+def shutdown(llm) -> None:
+    """Stop an engine before the interpreter does: vLLM's engine process otherwise aborts at exit
+    ("terminate called without an active exception")."""
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if core is not None and hasattr(core, "shutdown"):
+        core.shutdown()
 
 
 def cpu_only() -> bool:
@@ -108,6 +139,11 @@ class VLLMSampler:
                 visible = os.environ.get("CUDA_VISIBLE_DEVICES")
                 devices = visible.split(",") if visible else [str(i) for i in range(int(local_rank) + 1)]
                 os.environ["CUDA_VISIBLE_DEVICES"] = devices[int(local_rank)]
+        key = (model_name_or_path, dtype, seed, options.gpu_memory_utilization, options.max_model_len,
+               options.tensor_parallel_size, options.enforce_eager)
+        if _shared is not None and key in _shared:
+            self.llm = _shared[key]
+            return
         try:
             self.llm = LLM(model=model_name_or_path, tokenizer=model_name_or_path, dtype=dtype,
                            max_model_len=options.max_model_len, tensor_parallel_size=options.tensor_parallel_size,
@@ -115,6 +151,8 @@ class VLLMSampler:
                            seed=seed)
         except Exception as e:  # vLLM's own reason (no memory, max_model_len too long ...) in one line
             raise DataError(f"vLLM could not start {model_name_or_path}: {str(e).strip().splitlines()[-1]}") from None
+        if _shared is not None:
+            _shared[key] = self.llm
 
     def generate(self, prompts, num_samples, temperature, max_new_tokens, seed):
         from vllm import SamplingParams
@@ -179,13 +217,7 @@ class VLLMSampler:
         return probs
 
     def close(self) -> None:
-        """Shut the engine down before the interpreter does: vLLM's engine process otherwise aborts
-        at exit ("terminate called without an active exception")."""
+        """Shut the engine down (see `shutdown`), unless a shared_engines() block owns it."""
         llm = self.__dict__.pop("llm", None)
-        if llm is None:
-            return
-        engine = getattr(llm, "llm_engine", None)
-        core = getattr(engine, "engine_core", None)
-        if core is not None and hasattr(core, "shutdown"):
-            core.shutdown()
-        del llm
+        if llm is not None and not (_shared is not None and any(e is llm for e in _shared.values())):
+            shutdown(llm)

@@ -1,1 +1,1 @@
-"""Models: loading, the tiny test model, the M-DPO loss and trainers."""
+"""Models: loading (checkpoints and GGUF files), log-probs, the M-DPO loss and the trainers."""

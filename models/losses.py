@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from generate.levels import LEVEL_VALUES
+from data.schemas import LEVEL_VALUES
 
 WEIGHTINGS = ("levels", "scores", "none")
 

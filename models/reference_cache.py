@@ -15,7 +15,7 @@ import os
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 
-from utils.fingerprint import model_fingerprint
+from utils.fingerprint import changed_keys, model_fingerprint
 from utils.io import write_json
 from utils.logging import get_logger
 
@@ -47,8 +47,7 @@ class ReferenceCache:
             if stored.get("fingerprint") == self.fingerprint:
                 found = [stored["logps"]]
             else:
-                changed = sorted(k for k in set(stored.get("fingerprint", {})) | set(self.fingerprint)
-                                 if stored.get("fingerprint", {}).get(k) != self.fingerprint.get(k))
+                changed = changed_keys(stored.get("fingerprint", {}), self.fingerprint)
                 log.info("reference log-probs in %s are stale (%s changed): recomputing", self.path, ", ".join(changed))
         if state.num_processes > 1:
             found = broadcast_object_list(found)

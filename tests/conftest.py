@@ -15,7 +15,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    from models.tiny import build_tiny
+    from toy.model import build_tiny
 
     path = str(tmp_path_factory.mktemp("tiny"))
     build_tiny(path, seed=0)
@@ -24,7 +24,7 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory):
-    from data.synthetic import build
+    from toy.task import build
 
     path = str(tmp_path_factory.mktemp("synthetic"))
     build(path, seed=0, n_sft=400, n_prefs=60, n_val=20, n_test=60)
@@ -98,15 +98,61 @@ def run_script(*args, cwd=ROOT, timeout=600, env=None):
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def run_pipeline_config(tmp_path_factory, name: str, config: str):
-    """run_pipeline.py on `config` (its {out} filled with a fresh folder's run/), which must succeed;
-    returns (config file, run folder, stdout)."""
+def run_cli(script: str, *args):
+    """A script's command line run in this process from the repository root, through the same
+    `run_main` its `__main__` runs (bad input: one line on stderr, exit code 2), without a new
+    interpreter's imports; returns a CompletedProcess with what it printed. `run_script` keeps the
+    real process for the exit-code contract itself."""
+    import contextlib
+    import importlib
+    import io
+    import subprocess
+
+    from utils.config import run_main
+
+    module = importlib.import_module(script[: -len(".py")] if script.endswith(".py") else script)
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.chdir(ROOT), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            run_main(module.main, list(args))
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+    return subprocess.CompletedProcess([script, *args], code, out.getvalue(), err.getvalue())
+
+
+def run_pipeline_config(tmp_path_factory, name: str, config: str, **fields):
+    """run_pipeline.py on `config` (its {out} filled with a fresh folder's run/, other fields from
+    `fields`), which must succeed; returns (config file, run folder, stdout)."""
     out = tmp_path_factory.mktemp(name)
     cfg = out / f"{name}.yaml"
-    cfg.write_text(config.format(out=out / "run"))
-    proc = run_script("run_pipeline.py", "--config", str(cfg))
+    cfg.write_text(config.format(out=out / "run", **fields))
+    proc = run_cli("run_pipeline.py", "--config", str(cfg))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return cfg, out / "run", proc.stdout
+
+
+TINY_PIPELINE = """
+output_dir: {out}
+seed: 0
+stages: tiny,data,sft,refine,mdpo,bt,eval
+evaluate_base: true
+n_sft: 300
+n_prefs: 12
+n_val: 4
+n_test: 8
+sft_args: "--max_steps 40 --logging_steps 10"
+refine_args: "--num_samples 2 --templates compare --max_new_tokens 48 --items_per_chunk 4"
+mdpo_args: "--max_steps 3 --per_device_train_batch_size 4"
+bt_args: "--max_steps 3 --per_device_train_batch_size 4"
+eval_args: "--max_new_tokens 48"
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory):
+    """One small run of every stage on the tiny model: (config file, run folder, stdout).
+    test_pipeline checks and reruns it; the label curve starts from its base model and SFT judge."""
+    return run_pipeline_config(tmp_path_factory, "pipe", TINY_PIPELINE)
 
 
 def read_jsonl(path) -> list[dict]:

@@ -7,7 +7,7 @@ import pytest
 
 from data.benchmarks import comparisons, score_item, summarize
 from data.prepare import main as prepare_main
-from tests.conftest import run_script
+from tests.conftest import run_cli
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures")
 
@@ -35,8 +35,8 @@ def test_the_three_benchmarks_convert_from_their_real_schemas(tmp_path):
 def test_a_file_in_the_wrong_schema_names_it(tmp_path):
     bad = tmp_path / "rb2.jsonl"
     bad.write_text(json.dumps({"id": 1, "prompt": "q", "chosen": ["a"], "rejected": ["b"]}) + "\n")
-    proc = run_script("-m", "data.prepare", "--source", "rewardbench2", "--input", str(bad), "--output",
-                      str(tmp_path / "o.jsonl"))
+    proc = run_cli("data.prepare", "--source", "rewardbench2", "--input", str(bad), "--output",
+                   str(tmp_path / "o.jsonl"))
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {bad}: not the 'rewardbench2' schema (row 1 lacks subset)"
     assert not (tmp_path / "o.jsonl").exists()
@@ -99,7 +99,7 @@ def test_run_eval_scores_the_benchmarks_by_their_rules(sft_dir, tmp_path):
         _prepare(source, tmp_path)
         files.append(str(tmp_path / f"{source}.jsonl"))
     out = tmp_path / "results.json"
-    proc = run_script("run_eval.py", "--model_name_or_path", sft_dir, "--eval_files", *files, "--output_file", str(out),
+    proc = run_cli("run_eval.py", "--model_name_or_path", sft_dir, "--eval_files", *files, "--output_file", str(out),
                       "--max_new_tokens", "64", "--max_prompt_length", "200")
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())

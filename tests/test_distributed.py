@@ -10,7 +10,7 @@ import os
 import pytest
 from transformers import AutoModelForCausalLM
 
-from tests.conftest import ROOT, run_script
+from tests.conftest import ROOT, run_cli, run_script
 from tests.test_m_dpo import make_pairs
 
 
@@ -57,9 +57,9 @@ def test_m_dpo_reference_pass_is_shared_between_processes(tiny_model_dir, tmp_pa
 
 def test_eval_with_two_processes_equals_one(sft_dir, synthetic_dir, tmp_path):
     common = ["--model_name_or_path", sft_dir, "--eval_files", os.path.join(synthetic_dir, "test.jsonl"),
-              "--max_new_tokens", "48", "--items_per_chunk", "8", "--num_samples", "3"]
+              "--max_new_tokens", "48", "--items_per_chunk", "8", "--num_samples", "3", "--max_items", "24"]
     one, two = str(tmp_path / "one.json"), str(tmp_path / "two.json")
-    proc = run_script("run_eval.py", *common, "--output_file", one)
+    proc = run_cli("run_eval.py", *common, "--output_file", one)  # 3 chunks: 2 on rank 0, 1 on rank 1
     assert proc.returncode == 0, proc.stderr[-3000:]
     launch("run_eval.py", *common, "--output_file", two, port=29543)
     with open(one) as f1, open(two) as f2:

@@ -4,7 +4,7 @@ import os
 import pytest
 
 from data.rewardbench import EXAMPLE_COUNTS, section_scores
-from tests.conftest import ROOT, run_script
+from tests.conftest import ROOT, run_cli
 
 
 def test_rewardbench_sections_by_hand():
@@ -21,7 +21,7 @@ def test_rewardbench_sections_by_hand():
 def test_run_eval_generative_numbers_recount(sft_dir, synthetic_dir, tmp_path):
     out = tmp_path / "results.json"
     test_file = os.path.join(synthetic_dir, "test.jsonl")
-    proc = run_script("run_eval.py", "--model_name_or_path", sft_dir, "--model_type", "generative",
+    proc = run_cli("run_eval.py", "--model_name_or_path", sft_dir, "--model_type", "generative",
                       "--eval_files", test_file, "--output_file", str(out), "--max_new_tokens", "64",
                       "--max_items", "40")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -36,6 +36,13 @@ def test_run_eval_generative_numbers_recount(sft_dir, synthetic_dir, tmp_path):
     for o in judgments:
         assert o["verdict"] == parse_verdict(o["responses"][0])
         assert o["correct"] == (o["verdict"] == o["pos_slot"])
+    from generate.judge import TIE  # the judge users get: its verdict from P(good answer better), both orders
+    assert r["judge_accuracy"] == pytest.approx(sum(it["judge_correct"] for it in items) / len(items))
+    for it in items:
+        p = it["p_pos"]
+        assert it["judge_correct"] == (p is not None and p > 0.5 + TIE)
+        known = [o["p_pos"] for o in it["orders"] if o["p_pos"] is not None]
+        assert p == (pytest.approx(sum(known) / len(known)) if known else None)
     for cat, c in r["categories"].items():
         sub = [it for it in items if it["category"] == cat]
         assert c["accuracy"] == pytest.approx(sum(it["correct"] for it in sub) / len(sub))
@@ -77,7 +84,7 @@ def test_stopped_eval_resumes_to_the_same_results(sft_dir, synthetic_dir, tmp_pa
 
 def test_bt_baseline_trains_and_is_evaluated_as_scalar(tiny_model_dir, synthetic_dir, tmp_path):
     out = tmp_path / "bt"
-    proc = run_script("run_bt_baseline.py", "--config", os.path.join(ROOT, "configs", "bt_demo.yaml"),
+    proc = run_cli("run_bt_baseline.py", "--config", os.path.join(ROOT, "configs", "bt_demo.yaml"),
                       "--model_name_or_path", tiny_model_dir, "--train_file", os.path.join(synthetic_dir, "prefs.jsonl"),
                       "--output_dir", str(out), "--num_train_epochs", "8", "--logging_steps", "4",
                       "--learning_rate", "3e-3")
@@ -86,7 +93,7 @@ def test_bt_baseline_trains_and_is_evaluated_as_scalar(tiny_model_dir, synthetic
     accs = [h["rewards/accuracies"] for h in state["log_history"] if "rewards/accuracies" in h]
     assert accs[-1] > 0.5, accs
     results = tmp_path / "bt.json"
-    proc = run_script("run_eval.py", "--model_name_or_path", str(out), "--model_type", "scalar",
+    proc = run_cli("run_eval.py", "--model_name_or_path", str(out), "--model_type", "scalar",
                       "--eval_files", os.path.join(synthetic_dir, "prefs.jsonl"), "--output_file", str(results))
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(results.read_text())
@@ -96,7 +103,7 @@ def test_bt_baseline_trains_and_is_evaluated_as_scalar(tiny_model_dir, synthetic
 
 
 def test_label_pairs_feed_m_dpo_format(tiny_model_dir, synthetic_dir, tmp_path):
-    from data.label_pairs import main as label_main
+    from generate.label_pairs import main as label_main
     from data.schemas import load_pairs
     from generate.parsing import parse_verdict
 

@@ -7,7 +7,7 @@ import pytest
 
 from generate.judge import TIE, Judge, JudgeReward, _combine
 from generate.sampling import Completion
-from tests.conftest import run_script
+from tests.conftest import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -164,8 +164,8 @@ def test_run_judge_bad_input(sft_dir, tmp_path, content, flags, message):
     inp = tmp_path / "rows.jsonl"
     inp.write_text(content)
     out = tmp_path / "out.jsonl"
-    proc = run_script("run_judge.py", "--model_name_or_path", sft_dir, "--input_file", str(inp), "--output_file",
-                      str(out), *flags)
+    proc = run_cli("run_judge.py", "--model_name_or_path", sft_dir, "--input_file", str(inp), "--output_file",
+                   str(out), *flags)
     assert proc.returncode == 2 and re.search(message, proc.stderr.strip().splitlines()[-1]), proc.stderr[-2000:]
     assert not out.exists()
 
@@ -185,8 +185,8 @@ def test_a_checkpoint_without_a_chat_template_needs_one_named(sft_dir, tmp_path)
     tok.save_pretrained(str(ckpt))
     inp = tmp_path / "rows.jsonl"
     inp.write_text('{"question": "q", "answer_a": "a", "answer_b": "b"}\n')
-    proc = run_script("run_judge.py", "--model_name_or_path", str(ckpt), "--input_file", str(inp), "--output_file",
-                      str(tmp_path / "o.jsonl"))
+    proc = run_cli("run_judge.py", "--model_name_or_path", str(ckpt), "--input_file", str(inp), "--output_file",
+                   str(tmp_path / "o.jsonl"))
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (f"error: {ckpt}: the checkpoint has no chat template; pass "
                                                     "--chat_template FILE (the one it was trained with) or "

@@ -3,23 +3,24 @@ import os
 
 import pytest
 
-from tests.conftest import ROOT, read_jsonl, run_pipeline_config, run_script
-from utils.study_report import item_scores, main as study_report, paired_difference
+from tests.conftest import ROOT, read_jsonl, run_cli, run_pipeline_config
+from pipeline.reports import item_scores, main as study_report, paired_difference
 
 CURVE = """
 output_dir: {out}
 study_table: {out}/curve.md
 study_figure: {out}/curve.png
 seed: 0
-label_counts: "4,8"
+label_counts: "6,12"
 rounds: 2
-rounds_at: 8
-stages: tiny,data,sft,refine,mdpo,rft,eval
+rounds_at: 12
+base_model: {pipe}/tiny-base
+sft_model: {pipe}/sft
+stages: data,refine,mdpo,rft,eval
 n_sft: 300
-n_prefs: 8
+n_prefs: 12
 n_val: 4
 n_test: 12
-sft_args: "--max_steps 40 --logging_steps 10"
 refine_args: "--num_samples 2 --templates compare --max_new_tokens 48 --items_per_chunk 4"
 mdpo_args: "--max_steps 2 --per_device_train_batch_size 4"
 rft_args: "--loss_type sft --loss_weights 16.0"
@@ -28,36 +29,40 @@ eval_args: "--max_new_tokens 48"
 
 
 @pytest.fixture(scope="module")
-def curve(tmp_path_factory):
-    return run_pipeline_config(tmp_path_factory, "curve", CURVE)
+def curve(tmp_path_factory, tiny_pipeline):
+    """A label curve from the tiny pipeline's base model and SFT judge (one SFT run serves both)."""
+    _, pipe, _ = tiny_pipeline
+    return run_pipeline_config(tmp_path_factory, "curve", CURVE, pipe=pipe)
 
 
-def test_a_label_curve_shares_the_sft_judge_and_the_judgments_across_label_counts(curve):
+def test_a_label_curve_shares_the_sft_judge_and_the_judgments_across_label_counts(curve, tiny_pipeline):
     _, run, _ = curve
+    sft = tiny_pipeline[1] / "sft"
     prefs = read_jsonl(run / "data" / "prefs.jsonl")
-    assert [p["id"] for p in read_jsonl(run / "n4" / "data" / "prefs.jsonl")] == [p["id"] for p in prefs[:4]]
-    big, small = read_jsonl(run / "n8" / "refine" / "samples.jsonl"), read_jsonl(run / "n4" / "refine" / "samples.jsonl")
-    first4 = {str(p["id"]) for p in prefs[:4]}
+    assert [p["id"] for p in read_jsonl(run / "n6" / "data" / "prefs.jsonl")] == [p["id"] for p in prefs[:6]]
+    big, small = read_jsonl(run / "n12" / "refine" / "samples.jsonl"), read_jsonl(run / "n6" / "refine" / "samples.jsonl")
+    first6 = {str(p["id"]) for p in prefs[:6]}
     drop_level = lambda rows: [{k: v for k, v in r.items() if k != "level"} for r in rows]  # noqa: E731
-    assert drop_level(small) == drop_level([r for r in big if r["item_id"] in first4])
-    for n in (4, 8):
+    assert drop_level(small) == drop_level([r for r in big if r["item_id"] in first6])
+    for n in (6, 12):
         for stage in ("mdpo", "rft"):
             cfg = (run / f"n{n}" / stage / "run_config.yaml").read_text()
-            assert str(run / "sft") in cfg and str(run / f"n{n}" / "refine" / "pairs.jsonl") in cfg
+            assert str(sft) in cfg and str(run / f"n{n}" / "refine" / "pairs.jsonl") in cfg
         assert "- sft\n" in (run / f"n{n}" / "rft" / "run_config.yaml").read_text()
         assert sorted(p.name for p in (run / f"n{n}" / "eval").glob("*.json")) == ["gfriend.json", "rft.json", "stage.json"]
-    assert not (run / "sft" / "n4").exists() and (run / "eval" / "sft.json").exists()  # the SFT judge once
+    assert not (run / "sft").exists() and (run / "eval" / "sft.json").exists()  # the given SFT judge, evaluated once
+    assert json.loads((run / "eval" / "sft.json").read_text())["model"] == str(sft)
 
 
 def test_a_second_round_starts_from_the_first_rounds_judge_at_its_label_count(curve):
     _, run, _ = curve
-    first, second = run / "n8" / "mdpo", run / "n8" / "round2"
+    first, second = run / "n12" / "mdpo", run / "n12" / "round2"
     refine_args = json.loads((second / "refine" / "refine_args.json").read_text())
     assert refine_args["model_name_or_path"] == str(first)  # samples with round 1's judge
     cfg = (second / "mdpo" / "run_config.yaml").read_text()
     assert f"model_name_or_path: {first}" in cfg and str(second / "refine" / "pairs.jsonl") in cfg
     assert sorted(p.name for p in (second / "eval").glob("*.json")) == ["gfriend.json", "stage.json"]
-    assert not (run / "n4" / "round2").exists()
+    assert not (run / "n6" / "round2").exists()
     table = (run / "curve.md").read_text()
     acc = 100 * sum(item_scores(str(second / "eval" / "gfriend.json")).values()) / 12
     assert f"| GFRIEND round 2 | – | {acc:.1f} ± 0.0 |" in table
@@ -66,9 +71,9 @@ def test_a_second_round_starts_from_the_first_rounds_judge_at_its_label_count(cu
 def test_the_curve_table_reports_each_method_and_gfriends_paired_differences(curve):
     _, run, stdout = curve
     table = (run / "curve.md").read_text()
-    assert "| method | n = 4 | n = 8 |" in table
+    assert "| method | n = 6 | n = 12 |" in table
     sft = 100 * sum(item_scores(str(run / "eval" / "sft.json")).values()) / 12
-    gf8 = item_scores(str(run / "n8" / "eval" / "gfriend.json"))
+    gf8 = item_scores(str(run / "n12" / "eval" / "gfriend.json"))
     gf = 100 * sum(gf8.values()) / 12
     assert f"| SFT judge | {sft:.1f} ± 0.0 | {sft:.1f} ± 0.0 |" in table
     assert "| GFRIEND (M-DPO) | " in table and f"{gf:.1f} ± 0.0 |\n" in table
@@ -82,14 +87,14 @@ def test_the_curve_table_reports_each_method_and_gfriends_paired_differences(cur
 
 def test_a_rerun_of_an_unchanged_curve_reuses_every_stage(curve):
     cfg, _, _ = curve
-    stdout = run_script("run_pipeline.py", "--config", str(cfg)).stdout
+    stdout = run_cli("run_pipeline.py", "--config", str(cfg)).stdout
     said = [line for line in stdout.splitlines() if line.startswith("[") and "] " in line]
     assert said and all("] reused" in line for line in said), said
 
 
 def test_a_sweep_runs_every_setting_from_the_same_sft_judge_and_judgments(curve):
     cfg, run, _ = curve
-    proc = run_script("run_pipeline.py", "--config", str(cfg), "--label_counts", "", "--rounds", "1",
+    proc = run_cli("run_pipeline.py", "--config", str(cfg), "--label_counts", "", "--rounds", "1",
                       "--sweep", "threshold=median,q0.3", "--study_table", str(run / "sweep.md"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     said = [line for line in proc.stdout.splitlines() if line.startswith(("[tiny]", "[data]", "[sft]"))]
@@ -108,29 +113,31 @@ def test_a_sweep_runs_every_setting_from_the_same_sft_judge_and_judgments(curve)
 
 
 def test_a_sweep_grid_sends_pair_settings_to_refinement_and_the_rest_to_the_trainers():
-    from run_pipeline import Pipeline, PipelineArguments
+    from pipeline.arguments import PipelineArguments
+    from pipeline.studies import sweep_variants
     from utils.io import DataError
 
-    grid = Pipeline(PipelineArguments(stages="sft,refine,mdpo,eval", sweep="threshold=median,q0.3; alpha=1, 2"))
-    variants = grid.sweep_variants()
+    variants = sweep_variants(PipelineArguments(stages="sft,refine,mdpo,eval", sweep="threshold=median,q0.3; alpha=1, 2"))
     assert [v.name for v in variants] == ["threshold=median alpha=1", "threshold=median alpha=2",
                                           "threshold=q0.3 alpha=1", "threshold=q0.3 alpha=2"]
     assert variants[2].refine_flags == ["--threshold", "q0.3"] and variants[2].mdpo_flags == ["--alpha", "1"]
     assert variants[3].folder == os.path.join("sweep", "threshold-q0.3-alpha-2")
-    nll = Pipeline(PipelineArguments(stages="mdpo,eval", sweep="loss_weights=1.0 4.0,0.0 16.0")).sweep_variants()
+    nll = sweep_variants(PipelineArguments(stages="mdpo,eval", sweep="loss_weights=1.0 4.0,0.0 16.0"))
     assert nll[1].mdpo_flags == ["--loss_weights", "0.0", "16.0"] and nll[1].folder.endswith("loss_weights-0.0-16.0")
     with pytest.raises(DataError, match="--sweep must look like"):
-        Pipeline(PipelineArguments(stages="eval", sweep="alpha")).sweep_variants()
+        sweep_variants(PipelineArguments(stages="eval", sweep="alpha"))
 
 
 def test_judgments_of_another_study_are_found_per_seed():
-    from run_pipeline import Pipeline, PipelineArguments
+    from pipeline.arguments import PipelineArguments
+    from pipeline.runner import SeedRun
+    from pipeline.stages import STAGES
 
-    p = Pipeline(PipelineArguments(stages="refine", seed=3, samples_from="runs/seed{seed}/n600/refine"))
-    command = p.command("refine")
+    p = SeedRun(PipelineArguments(stages="refine", seed=3, samples_from="runs/seed{seed}/n600/refine"))
+    (command,) = STAGES["refine"].commands(p)
     assert command[command.index("--samples_from") + 1] == "runs/seed3/n600/refine"
     assert p.samples_from(0) == "runs/seed0/n600/refine"
-    assert Pipeline(PipelineArguments(stages="refine")).samples_from(3) is None
+    assert SeedRun(PipelineArguments(stages="refine")).samples_from(3) is None
 
 
 def test_paired_differences_resample_items_within_each_seed():
@@ -147,17 +154,28 @@ def test_paired_differences_resample_items_within_each_seed():
 
 
 @pytest.mark.parametrize("name", ["demo.yaml", "study.yaml", "study_v2.yaml", "study_v2_sweep.yaml",
-                                  "study_v2_rounds.yaml"])
+                                  "study_v2_rounds.yaml", "real.yaml"])
 def test_the_pipeline_configs_parse_and_plan(name):
-    from run_pipeline import Pipeline, PipelineArguments
+    from pipeline.arguments import PipelineArguments, check_combinations
+    from pipeline.runner import SeedRun
+    from pipeline.stages import STAGES
+    from pipeline.studies import label_counts, sweep_variants
     from utils.config import parse_args
 
     (a,) = parse_args((PipelineArguments,), ["--config", os.path.join(ROOT, "configs", name)])
-    pipeline = Pipeline(a)
+    check_combinations(a)
+    run = SeedRun(a)
+    for stage in run.stages:  # every stage's command parses with its script's own arguments
+        for command in STAGES[stage].commands(run):
+            assert command[1] in ("-m", "run_sft.py", "run_preference_refinement.py", "run_m_dpo.py",
+                                  "run_bt_baseline.py", "run_eval.py")
     if a.label_counts:
-        assert max(pipeline.label_counts()) <= a.n_prefs
+        assert max(label_counts(a)) <= a.n_prefs
     if a.sweep:
-        assert len(pipeline.sweep_variants()) == 12
+        assert len(sweep_variants(a)) == 12
+    if name == "real.yaml":  # the real-model study: the CPU recipe, and the base model as a zero-shot judge
+        assert a.evaluate_base and [k for k, *_ in run.judges()][:2] == ["base", "sft"]
+        assert all("smollm2-135m" in c for c in (a.sft_config, a.refine_config, a.mdpo_config, a.bt_config))
 
 
 def _eval_file(path, correct):

@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from models.losses import level_values, m_dpo_loss, pair_weights, weights_for_pairs
 from models.m_dpo_trainer import MDPOConfig, MDPOTrainer, PairCollator, encode_pair
-from tests.conftest import ROOT, run_script
+from tests.conftest import ROOT, run_cli
 
 PROMPT = "<|user|>\nWhich answer to the question is better?\nQuestion: What is {a} + {b}?\nAnswer A: {x}\nAnswer B: {y}\n<|assistant|>\n"
 
@@ -166,7 +166,7 @@ def test_run_m_dpo_cli_trains_and_saves_a_loadable_judge(tiny_model_dir, tmp_pat
     pairs_file = tmp_path / "pairs.jsonl"
     pairs_file.write_text("".join(json.dumps(p) + "\n" for p in make_pairs(8)))
     out = tmp_path / "judge"
-    proc = run_script("run_m_dpo.py", "--config", os.path.join(ROOT, "configs", "mdpo_demo.yaml"),
+    proc = run_cli("run_m_dpo.py", "--config", os.path.join(ROOT, "configs", "mdpo_demo.yaml"),
                       "--model_name_or_path", tiny_model_dir, "--pairs_file", str(pairs_file),
                       "--output_dir", str(out), "--max_steps", "2", "--per_device_train_batch_size", "4")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -181,9 +181,9 @@ def test_malformed_pairs_file_names_the_line(tiny_model_dir, tmp_path):
     bad = dict(good[1])
     del bad["rejected"]
     pairs_file.write_text(json.dumps(good[0]) + "\n" + json.dumps(bad) + "\n")
-    proc = run_script("run_m_dpo.py", "--config", os.path.join(ROOT, "configs", "mdpo_demo.yaml"),
-                      "--model_name_or_path", tiny_model_dir, "--pairs_file", str(pairs_file),
-                      "--output_dir", str(tmp_path / "o"))
+    proc = run_cli("run_m_dpo.py", "--config", os.path.join(ROOT, "configs", "mdpo_demo.yaml"),
+                   "--model_name_or_path", tiny_model_dir, "--pairs_file", str(pairs_file),
+                   "--output_dir", str(tmp_path / "o"))
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == f"error: {pairs_file}:2: missing field 'rejected'"
     assert not (tmp_path / "o" / "config.json").exists()

@@ -3,28 +3,11 @@ import os
 
 import pytest
 
-from tests.conftest import read_jsonl, run_pipeline_config, run_script
-
-SMALL = """
-output_dir: {out}
-seed: 0
-stages: tiny,data,sft,refine,mdpo,bt,eval
-evaluate_base: true
-n_sft: 300
-n_prefs: 12
-n_val: 4
-n_test: 16
-sft_args: "--max_steps 40 --logging_steps 10"
-refine_args: "--num_samples 2 --templates compare --max_new_tokens 48 --items_per_chunk 4"
-mdpo_args: "--max_steps 3 --per_device_train_batch_size 4"
-bt_args: "--max_steps 3 --per_device_train_batch_size 4"
-eval_args: "--max_new_tokens 48"
-"""
-
+from tests.conftest import ROOT, read_jsonl, run_cli
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    return run_pipeline_config(tmp_path_factory, "pipe", SMALL)
+def pipeline(tiny_pipeline):
+    return tiny_pipeline
 
 
 def test_every_stage_hands_its_files_to_the_next(pipeline):
@@ -44,7 +27,7 @@ def test_every_stage_hands_its_files_to_the_next(pipeline):
     for name, model in (("base", "tiny-base"), ("sft", "sft"), ("bt", "bt"), ("gfriend", "mdpo")):
         res = json.loads((run / "eval" / f"{name}.json").read_text())
         r = res["results"]["test.jsonl"]
-        assert r["n"] == 16 and 0.0 <= r["accuracy"] <= 1.0 and res["model"] == str(run / model)
+        assert r["n"] == 8 and 0.0 <= r["accuracy"] <= 1.0 and res["model"] == str(run / model)
     table = (run / "eval" / "table.md").read_text()
     assert all(f"| {name} |" in table for name in ("Base model (zero-shot)", "SFT judge", "BT-model", "GFRIEND (M-DPO)"))
     for stage in ("sft", "refine", "mdpo", "bt", "eval"):
@@ -67,19 +50,19 @@ def test_a_stage_reruns_exactly_when_what_produced_it_changed(pipeline):
     before = os.path.getmtime(weights)
     every = ("tiny", "data", "sft", "refine", "mdpo", "bt", "eval")
 
-    said = _lines(run_script("run_pipeline.py", "--config", str(cfg)).stdout)  # nothing changed
+    said = _lines(run_cli("run_pipeline.py", "--config", str(cfg)).stdout)  # nothing changed
     assert all(said[s].startswith("reused") for s in every), said
     assert os.path.getmtime(weights) == before
 
     cfg.write_text(cfg.read_text().replace('mdpo_args: "--max_steps 3', 'mdpo_args: "--max_steps 4'))
-    said = _lines(run_script("run_pipeline.py", "--config", str(cfg)).stdout)  # one setting of one stage
+    said = _lines(run_cli("run_pipeline.py", "--config", str(cfg)).stdout)  # one setting of one stage
     assert said["mdpo"] == "running: max_steps changed 3 → 4" and said["eval"] == "running: mdpo ran again"
     assert all(said[s].startswith("reused") for s in ("tiny", "data", "sft", "refine", "bt")), said
     assert os.path.getmtime(weights) > before
 
     prefs = run / "data" / "prefs.jsonl"  # an input file, edited by hand
     prefs.write_text(prefs.read_text().replace('"answer_neg": "', '"answer_neg": "Hmm. ', 1))
-    said = _lines(run_script("run_pipeline.py", "--config", str(cfg)).stdout)
+    said = _lines(run_cli("run_pipeline.py", "--config", str(cfg)).stdout)
     assert said["refine"] == "running: input prefs.jsonl changed" and said["bt"] == "running: input prefs.jsonl changed"
     assert said["mdpo"] == "running: refine ran again" and said["eval"].startswith("running: ")
     assert all(said[s].startswith("reused") for s in ("tiny", "data", "sft")), said
@@ -87,20 +70,46 @@ def test_a_stage_reruns_exactly_when_what_produced_it_changed(pipeline):
     record = run / "mdpo" / "stage.json"  # a stage killed midway: resumed as it was, or redone
     state = json.loads(record.read_text())
     record.write_text(json.dumps({**state, "status": "running"}))
-    said = _lines(run_script("run_pipeline.py", "--config", str(cfg)).stdout)
+    said = _lines(run_cli("run_pipeline.py", "--config", str(cfg)).stdout)
     assert said["mdpo"] == "resuming: it stopped before the end" and said["eval"] == "running: mdpo ran again"
     record.unlink()
-    said = _lines(run_script("run_pipeline.py", "--config", str(cfg), "--stages", "mdpo").stdout)
+    said = _lines(run_cli("run_pipeline.py", "--config", str(cfg), "--stages", "mdpo").stdout)
     assert said == {"mdpo": "running: no record of a finished run"}
 
-    proc = run_script("run_pipeline.py", "--config", str(cfg), "--force", "--stages", "mdpo,eval")
+    proc = run_cli("run_pipeline.py", "--config", str(cfg), "--force", "--stages", "mdpo,eval",
+                      "--isolate_stages", "true")  # each stage in a process of its own, as `python run_x.py`
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert _lines(proc.stdout) == {"mdpo": "running: --force", "eval": "running: --force"}
     assert json.loads(record.read_text())["status"] == "done"
 
 
+def test_settings_are_compared_as_values_and_code_by_what_a_stage_imports():
+    from pipeline.cache import settings_of, source_files, why_changed
+
+    yaml_lr = settings_of(["python", "run_m_dpo.py", "--config", "configs/mdpo_demo.yaml"])
+    flag_lr = settings_of(["python", "run_m_dpo.py", "--config", "configs/mdpo_demo.yaml", "--learning_rate", "1e-4",
+                           "--loss_weights", "1", "16"])
+    assert yaml_lr == flag_lr  # 1.0e-4 in the YAML, 1e-4 as a flag; [1.0, 16.0] and "1 16"
+    changed = {**flag_lr, "learning_rate": 5e-5}
+    assert why_changed({"settings": yaml_lr}, {"settings": changed}) == "learning_rate changed 0.0001 → 5e-05"
+    sft = {os.path.relpath(f, ROOT) for f in source_files("run_sft.py")}
+    assert {"run_sft.py", "models/sft_trainer.py", "data/templates.py", "utils/io.py"} <= sft
+    assert not any(f.startswith(("pipeline/", "generate/")) or f == "run_eval.py" for f in sft)  # reports, other stages
+
+
+def test_settings_that_cannot_be_combined_are_refused_in_one_line():
+    from pipeline.arguments import PipelineArguments, check_combinations
+    from utils.io import DataError
+
+    for kwargs, message in ((dict(label_counts="4,8", sweep="alpha=1,2"), "cannot be combined"),
+                            (dict(seeds="0,1", evaluate_base=True, sweep="alpha=1"), "--evaluate_base is for"),
+                            (dict(rounds=2, rounds_at=8), "--rounds_at needs --label_counts"), (dict(rounds=0), "at least 1")):
+        with pytest.raises(DataError, match=message):
+            check_combinations(PipelineArguments(**kwargs))
+
+
 def test_study_table_mean_and_std_by_hand():
-    from run_pipeline import study_table
+    from pipeline.reports import study_table
 
     def res(acc, a, s):
         return {"n": 10, "accuracy": acc, "categories": {"arithmetic": {"accuracy": a}, "safety": {"accuracy": s}}}
@@ -117,11 +126,13 @@ def test_study_table_mean_and_std_by_hand():
 def test_a_study_manifest_says_how_its_numbers_were_made():
     import torch
 
-    from run_pipeline import manifest
-    from utils.stages import git_commit
+    from pipeline.reports import manifest
+    from pipeline.cache import git_commit
 
-    m = manifest({0: 12.5, 1: 30.0}, git_commit(), {0: {"sft": 10.0, "eval": 2.5}, 1: {"sft": 28.0, "eval": 2.0}})
+    stages = {0: {"sft": {"wall_s": 10.0, "commit": "a"}, "n50/eval": {"wall_s": 2.5, "commit": "b"}},
+              1: {"sft": {"wall_s": 28.0, "commit": "a"}}}
+    m = manifest({0: 12.5, 1: 30.0}, git_commit(), stages)
     assert m["wall_s"] == 42.5 and m["wall_s_per_seed"] == {"0": 12.5, "1": 30.0}
-    assert m["wall_s_per_stage"]["1"] == {"sft": 28.0, "eval": 2.0}
+    assert m["stages"]["0"]["n50/eval"]["commit"] == "b" and m["stages_wall_s"] == 40.5
     assert m["libraries"]["torch"] == torch.__version__ and m["torch_threads"] == torch.get_num_threads()
     assert m["cpu"] and m["code"] and len(m["commit"].split("+")[0]) == 40

@@ -28,7 +28,7 @@ LONG_B = "Plants eat sunlight, roughly speaking. " + "Chlorophyll absorbs red an
 @pytest.fixture(scope="module", params=STYLES)
 def styled(request, tmp_path_factory):
     """(style, model dir) of a tiny random Llama with that tokenizer."""
-    from models.tiny import build_tiny
+    from toy.model import build_tiny
 
     style = request.param
     path = str(tmp_path_factory.mktemp(style))
@@ -177,8 +177,10 @@ def test_every_stage_sees_the_same_prompt_ids_one_bos_and_the_templates_end_of_t
 
     # evaluation, in the order where the good answer is in slot A
     recorder.generated.clear()
-    eval_args = run_eval.EvalArguments(template="compare", max_new_tokens=6, max_prompt_length=MAX_PROMPT)
-    run_eval.judge_generative([{**item, "_index": "0"}], HFSampler(model, tok), tok, eval_args, seed=0)
+    from generate.judge import Judge
+
+    judge = Judge(model, tok, "compare", max_new_tokens=6, max_prompt_length=MAX_PROMPT)
+    run_eval.judge_generative([{**item, "_index": "0"}], judge, seed=0)
     assert recorder.generated[0] == prompt_ids or recorder.generated[1] == prompt_ids
 
     bos = tok.bos_token_id

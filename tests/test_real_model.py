@@ -71,7 +71,7 @@ def test_a_gguf_file_alone_names_its_folder_and_vllm_refuses_one(real_model, syn
 
 def test_the_real_tokenizer_pads_with_its_end_of_turn_and_every_stage_asks_with_one_system_turn(tok):
     from data.collate import IGNORE_INDEX, collate_prompt_response, encode_prompt_response
-    from data.label_pairs import label_pairs
+    from generate.label_pairs import label_pairs
     from data.templates import judge_prompt_groups, scalar_rm_text
     from data.tokens import adds_bos, end_of_turn_id, stop_token_ids
     from generate.judge import both_orders
@@ -129,7 +129,7 @@ def test_refinement_on_the_real_model(real_sft, synthetic_dir, tmp_path):
 @pytest.fixture(scope="module")
 def real_pairs(tok, synthetic_dir, tmp_path_factory):
     """Label pairs (the "w/o CoT-S" form) of two labelled pairs: a pairs.jsonl that always holds pairs."""
-    from data.label_pairs import label_pairs
+    from generate.label_pairs import label_pairs
     from data.schemas import load_prefs
     from utils.io import write_jsonl
 

@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 from data.collate import encode_prompt_response
 from generate.perplexity import response_perplexities
-from tests.conftest import ROOT, run_script
+from tests.conftest import ROOT, run_cli
 from tests.test_training_exact import full_log_softmax_logps
 
 VOCAB = 128_256
@@ -20,7 +20,7 @@ SENTENCE = "Answer {i} compares 473 with 438 and sorts 7 3 9 from small to large
 
 @pytest.fixture(scope="module")
 def wide_model_dir(tmp_path_factory):
-    from models.tiny import build_tiny
+    from toy.model import build_tiny
 
     path = str(tmp_path_factory.mktemp("wide"))
     build_tiny(path, seed=0, vocab_size=VOCAB, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128,
@@ -95,7 +95,7 @@ def _mdpo(model_dir, pairs_file, out, *extra, in_process=False):
         import run_m_dpo
 
         return run_m_dpo.main(args)
-    proc = run_script("run_m_dpo.py", *args)
+    proc = run_cli("run_m_dpo.py", *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -155,7 +155,7 @@ def test_token_budgets_smaller_than_one_sequence_stop_before_loading(wide_model_
     tok = AutoTokenizer.from_pretrained(wide_model_dir)
     pairs_file = write_pairs(tmp_path / "pairs.jsonl", long_pairs(tok, 2))
     out = tmp_path / "o"
-    proc = run_script("run_m_dpo.py", "--config", os.path.join(ROOT, "configs", "mdpo_demo.yaml"),
+    proc = run_cli("run_m_dpo.py", "--config", os.path.join(ROOT, "configs", "mdpo_demo.yaml"),
                       "--model_name_or_path", wide_model_dir, "--pairs_file", str(pairs_file), "--output_dir", str(out),
                       "--max_length", "2048", "--max_prompt_length", "1536", "--precompute_ref_max_tokens", "2000")
     assert proc.returncode == 2
@@ -165,7 +165,7 @@ def test_token_budgets_smaller_than_one_sequence_stop_before_loading(wide_model_
 
     prefs = tmp_path / "prefs.jsonl"
     prefs.write_text(json.dumps({"id": 1, "question": text_of(tok, 900, 0), "answer_pos": "a", "answer_neg": "b"}) + "\n")
-    proc = run_script("run_preference_refinement.py", "--model_name_or_path", wide_model_dir, "--pref_file", str(prefs),
+    proc = run_cli("run_preference_refinement.py", "--model_name_or_path", wide_model_dir, "--pref_file", str(prefs),
                       "--output_dir", str(out), "--scoring_max_tokens", "1000", "--max_new_tokens", "256")
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from tests.conftest import ROOT, assert_pairs_within_prompts, read_refinement, run_script
+from tests.conftest import ROOT, assert_pairs_within_prompts, read_refinement, run_cli, run_script
 
 import run_preference_refinement as refine
 
@@ -103,6 +103,7 @@ def test_samples_from_reuses_a_larger_runs_judgments_and_rebuilds_levels(uninter
 
 
 def test_bad_pref_rows_fail_with_the_line_number(tmp_path, tiny_model_dir):
+    """The exit-code contract, in a real process: one line on stderr, exit code 2, nothing written."""
     prefs = tmp_path / "prefs.jsonl"
     prefs.write_text('{"id": 1, "question": "q", "answer_pos": "a", "answer_neg": "b"}\n'
                      '{"id": 2, "question": "q", "answer_pos": "a"}\n')
@@ -152,7 +153,7 @@ def test_a_non_utf8_file_names_its_line(tiny_model_dir, tmp_path):
     bad_line = b'{"id": 2, "question": "caf\xe9", "answer_pos": "a", "answer_neg": "b"}\n'
     prefs.write_bytes(b'{"id": 1, "question": "q", "answer_pos": "a", "answer_neg": "b"}\n' + bad_line)
     out = tmp_path / "out"
-    proc = run_script("run_preference_refinement.py", *_args(tiny_model_dir, str(prefs), str(out)))
+    proc = run_cli("run_preference_refinement.py", *_args(tiny_model_dir, str(prefs), str(out)))
     assert proc.returncode == 2
     column = bad_line.index(b"\xe9") + 1
     assert proc.stderr.strip().splitlines()[-1] == (f"error: {prefs}:2: not UTF-8 (byte 0xe9 at column {column}); "

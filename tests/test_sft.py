@@ -9,7 +9,7 @@ from data.collate import IGNORE_INDEX, collate_prompt_response, encode_prompt_re
 from data.templates import judge_prompt, slot_answers
 from generate.parsing import parse_verdict
 from generate.sampling import HFSampler
-from tests.conftest import ROOT, run_script
+from tests.conftest import ROOT, run_cli
 
 
 def test_labels_mask_prompt_and_padding_exactly(tiny_model_dir):
@@ -91,9 +91,9 @@ def test_bad_sft_input_fails_cleanly(tmp_path, tiny_model_dir, content, message)
     data = tmp_path / "sft.jsonl"
     data.write_text(content)
     out = tmp_path / "out"
-    proc = run_script("run_sft.py", "--config", os.path.join(ROOT, "configs", "sft_demo.yaml"),
-                      "--model_name_or_path", tiny_model_dir, "--train_file", str(data), "--output_dir", str(out))
-    assert proc.returncode != 0
+    proc = run_cli("run_sft.py", "--config", os.path.join(ROOT, "configs", "sft_demo.yaml"),
+                   "--model_name_or_path", tiny_model_dir, "--train_file", str(data), "--output_dir", str(out))
+    assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and re.search(message, last), proc.stderr[-2000:]
     assert not (out / "config.json").exists() and not (out / "run_config.yaml").exists()

@@ -3,10 +3,10 @@ import json
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from data.synthetic import build
+from toy.task import build
 from data.templates import TEMPLATES, format_response, judge_prompt, render_judge_prompt
 from generate.parsing import parse_verdict
-from models.tiny import build_tiny
+from toy.model import build_tiny
 
 
 def _read(path):
@@ -40,7 +40,7 @@ def test_synthetic_splits_are_seeded_disjoint_and_labelled(tmp_path):
 
 
 def test_the_sft_teacher_guesses_on_two_thirds_of_the_safety_requests(tmp_path):
-    from data.synthetic import BENIGN, HARMFUL, KNOWN_REQUESTS, REFUSALS
+    from toy.task import BENIGN, HARMFUL, KNOWN_REQUESTS, REFUSALS
 
     build(str(tmp_path), seed=0, n_sft=3000, n_prefs=300, n_val=0, n_test=300)
     assert len(KNOWN_REQUESTS) == len(HARMFUL + BENIGN) // 3

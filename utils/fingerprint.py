@@ -13,6 +13,12 @@ CONTENT_LIMIT = 64 * 2**20  # files up to this size are hashed by content
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 
 
+def changed_keys(old: dict, new: dict) -> list[str]:
+    """The keys whose values differ between two records (present in one only included), sorted:
+    what every reuse decision names when it refuses or recomputes."""
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
 def file_fingerprint(path: str) -> str:
     size = os.path.getsize(path)
     if size > CONTENT_LIMIT or path.endswith(WEIGHT_SUFFIXES):

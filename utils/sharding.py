@@ -18,6 +18,7 @@ from collections.abc import Callable, Hashable
 from tqdm.auto import tqdm
 
 from utils.config import has_accelerator
+from utils.fingerprint import changed_keys
 from utils.io import DataError, append_jsonl, read_jsonl_tolerant, write_json, write_jsonl
 from utils.logging import get_logger
 
@@ -43,7 +44,7 @@ def check_fingerprint(path: str, args, model_name_or_path: str, exclude: tuple[s
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             old = json.load(f)
-        changed = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+        changed = changed_keys(old, fingerprint)
         if changed:
             raise DataError(f"{path}: output holds a run with other settings ({', '.join(changed)}); "
                             "use a new output location or delete it")
@@ -72,6 +73,18 @@ def log_paths(directory: str, stem: str) -> list[str]:
 def remove_shards(directory: str, stem: str) -> None:
     for path in log_paths(directory, stem)[1:]:
         os.remove(path)
+
+
+def run_in_chunks(state, directory: str, stem: str, items: list, size: int, id_of: Callable[[object], str],
+                  process: Callable[[int, list], list[dict]], desc: str, item_of: Callable[[dict], str],
+                  key_of: Callable[[dict], Hashable] | None = None) -> list[dict] | None:
+    """Cut `items` into chunks of `size` by position and run `process(chunk_index, chunk)` on this
+    process's unfinished ones, resumably (ChunkedRun): on process 0, every chunk's records in chunk
+    order (None elsewhere). `id_of(item)` names an item, `item_of(record)` the item a record belongs
+    to, and `key_of(record)` (default: item_of) tells records apart."""
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
+    run = ChunkedRun(state, directory, stem, [{id_of(x) for x in chunk} for chunk in chunks], item_of, key_of or item_of)
+    return run.run(lambda c: process(c, chunks[c]), desc)
 
 
 class ChunkedRun:

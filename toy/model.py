@@ -12,7 +12,7 @@ addition is learnable, and carries a chat template in one of three styles:
 - `qwen2`: Qwen2.5-Instruct's ChatML: a default system turn, `<|im_start|>role` ... `<|im_end|>`,
   no BOS, EOS `<|im_end|>`, pad `<|endoftext|>`.
 
-    python -m models.tiny --output_dir models/tiny-judge --seed 0 [--chat_style llama3 --vocab_size 128256]
+    python -m toy.model --output_dir outputs/tiny-judge --seed 0 [--chat_style llama3 --vocab_size 128256]
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from data.synthetic import FAMILIES, generate_items, reference_response
+from toy.task import FAMILIES, generate_items, reference_response
 from data.templates import TEMPLATES, render_judge_prompt, slot_answers
 
 SPECIAL_TOKENS = ["<|pad|>", "<|endoftext|>", "<|user|>", "<|assistant|>", "<|system|>"]

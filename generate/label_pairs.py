@@ -4,16 +4,15 @@ For every labelled pair, template and answer order, the chosen response is a jud
 verdict picks the good answer and the rejected one the same judgment with the other verdict.
 The file has the pairs.jsonl format, so run_m_dpo.py trains on it unchanged.
 
-    python -m data.label_pairs --model_name_or_path SFT --pref_file prefs.jsonl --output pairs.jsonl
+    python -m generate.label_pairs --model_name_or_path SFT --pref_file prefs.jsonl --output pairs.jsonl
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from data.schemas import load_prefs
+from data.schemas import LEVEL_VALUES, load_prefs
 from data.templates import ORDERS, format_response, judge_prompt_groups, template_ids
-from generate.levels import LEVEL_VALUES
 from models.loading import load_tokenizer
 from utils.io import DataError, write_jsonl
 

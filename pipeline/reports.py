@@ -1,4 +1,6 @@
-"""The reports of a study's label curve and sweep (run_pipeline.py --label_counts / --sweep).
+"""What the pipeline reports: a run's results table, a study's table over seeds and its figure, the
+label curve and sweep tables, paired differences with bootstrap intervals, and the manifest that
+says how the numbers were made.
 
 Label curve: accuracy against the number of labelled pairs, per method, over seeds, and GFRIEND's
 paired differences with a 95% bootstrap interval over test items. Sweep: every setting's accuracy
@@ -6,8 +8,8 @@ per seed. The runs are {seed: {"sft": eval file, "per": {variant: {judge key: ev
 variant being n for a label curve; the SFT judge uses no labels, so it is one value per seed.
 
 From the command line, for judges of different studies on the same items, and for the why:
-  python -m utils.study_report diff --seeds 0,1,2 A=runs/seed{seed}/x/eval/gfriend.json B=...
-  python -m utils.study_report training runs/seed0/n600 runs/seed0/sweep/alpha-2-threshold-median
+  python -m pipeline.reports diff --seeds 0,1,2 A=runs/seed{seed}/x/eval/gfriend.json B=...
+  python -m pipeline.reports training runs/seed0/n600 runs/seed0/sweep/alpha-2-threshold-median
 """
 from __future__ import annotations
 
@@ -16,10 +18,15 @@ import collections
 import functools
 import json
 import os
+import platform
+import shlex
+import subprocess
 import sys
+import time
 
 import numpy as np
 
+from pipeline.cache import code_version, library_versions
 from utils.io import DataError, read_jsonl
 
 GFRIEND = "gfriend"
@@ -66,10 +73,86 @@ def paired_difference(a: list[dict[str, float]], b: list[dict[str, float]], n_bo
     return 100 * point / k, 100 * lo, 100 * hi
 
 
-def _mean_std(values: list[float]) -> str:
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
     m = float(np.mean(values))
-    sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-    return f"{m:.1f} ± {sd:.1f}"
+    return m, float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def _mean_std(values: list[float]) -> str:
+    return "{:.1f} ± {:.1f}".format(*mean_std(values))
+
+
+def read_result(path: str) -> dict:
+    """The summary of the one eval file in a run_eval.py results file."""
+    with open(path, encoding="utf-8") as f:
+        return next(iter(json.load(f)["results"].values()))
+
+
+def results_table(rows: list[tuple[str, dict]], label: str) -> str:
+    """Markdown: one run's judges, accuracy overall and per category."""
+    cats = sorted({c for _, r in rows for c in r["categories"]})
+    lines = [f"| judge | all ({label}) | " + " | ".join(cats) + " |", "|---" * (len(cats) + 2) + "|"]
+    for name, r in rows:
+        lines.append(f"| {name} | {r['accuracy']:.3f} | " +
+                     " | ".join(f"{r['categories'][c]['accuracy']:.3f}" for c in cats) + " |")
+    return "\n".join(lines)
+
+
+def study_table(per_seed: list[dict], seeds: list[int], split: str) -> str:
+    """Markdown: each judge's accuracy mean ± std over seeds, overall and per category."""
+    names = list(per_seed[0])
+    cats = sorted({c for res in per_seed for r in res.values() for c in r["categories"]})
+    n = per_seed[0][names[0]]["n"]
+    lines = [f"Accuracy (%) on {n} held-out {split} pairs, both answer orders; mean ± std over seeds "
+             f"{', '.join(map(str, seeds))}.", "",
+             "| method | all | " + " | ".join(cats) + " |", "|---" * (len(cats) + 2) + "|"]
+    for name in names:
+        cells = [_mean_std([100 * getter(res[name]) for res in per_seed])
+                 for getter in [lambda r: r["accuracy"]] + [lambda r, c=c: r["categories"][c]["accuracy"] for c in cats]]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def study_figure(per_seed: list[dict], path: str) -> None:
+    """Bar chart: each judge's accuracy, mean ± std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(per_seed[0])
+    stats = [mean_std([100 * res[n]["accuracy"] for res in per_seed]) for n in names]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.bar(range(len(names)), [m for m, _ in stats], yerr=[sd for _, sd in stats], capsize=4,
+           color=["#999999", "#bbbbbb", "#88aadd", "#aaccee", "#cccc88", "#dd6644", "#dd6644"][: len(names)])
+    ax.set_xticks(range(len(names)), [n.replace(" (", "\n(") for n in names], fontsize=8)
+    ax.set_ylabel("pairwise accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"Judges, mean ± std over {len(per_seed)} seeds")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def manifest(wall_s: dict[int, float], commit: str | None, stages: dict[int, dict] | None = None) -> dict:
+    """How a study's numbers were made: enough to trace them and to compare two machines' runs.
+    `wall_s` is this invocation's time per seed; `stages` every stage behind the table per seed
+    (wall seconds, commit, finished), reused ones included, and `stages_wall_s` their sum."""
+    threads = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                             capture_output=True, text=True).stdout.strip()
+    cpu = platform.processor()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    return {"command": shlex.join([os.path.basename(sys.executable), *sys.argv]), "commit": commit,
+            "code": code_version(), "libraries": library_versions(), "cpu": cpu, "cpu_count": os.cpu_count(),
+            "torch_threads": int(threads) if threads.isdigit() else None,
+            "wall_s_per_seed": {str(k): v for k, v in wall_s.items()}, "wall_s": round(sum(wall_s.values()), 1),
+            **({"stages": {str(k): v for k, v in stages.items()},
+                "stages_wall_s": round(sum(r["wall_s"] or 0 for v in stages.values() for r in v.values()), 1)}
+               if stages else {}),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
 def label_curve_table(runs: dict, counts: list[int], judges: list[tuple[str, str]], split: str) -> str:
@@ -199,7 +282,7 @@ def training_table(runs: list[str]) -> str:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m utils.study_report", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m pipeline.reports", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
     diff = sub.add_parser("diff", help="the first judge minus each other one, paired over items, over seeds")
     diff.add_argument("evals", nargs="+", help="NAME=run_eval.py results file, {seed} standing for the seed")

@@ -15,7 +15,7 @@ two files. The SFT set stands in for what pretraining gives a real LLM, so it ma
 still lacks what only the labelled pairs teach (which of the teacher's unknown safety requests are
 harmful).
 
-    python -m data.synthetic --output_dir data/demo --seed 0
+    python -m toy.task --output_dir data/demo --seed 0
 """
 from __future__ import annotations
 

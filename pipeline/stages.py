@@ -1,0 +1,140 @@
+"""The pipeline's stages, one entry each: the command it runs (the same script a user runs by hand),
+the stages whose outputs it reads, the data files it reads, and the line that sums up its output.
+
+A command is built from a run (pipeline.runner.SeedRun): its settings `r.a`, its folders
+`r.paths`, its data folder `r.data(name)` and its one prompt budget `r.lengths()`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+# (key, name in tables, stage that trains it, model type). The SFT judge is always evaluated; the
+# base model (the tiny stage's output, or base_model) as a zero-shot judge with evaluate_base.
+JUDGES = (("base", "Base model (zero-shot)", "tiny", "generative"),
+          ("sft", "SFT judge", "sft", "generative"), ("bt", "BT-model", "bt", "scalar"),
+          ("dpo", "w/o M-DPO (plain DPO)", "dpo", "generative"),
+          ("rft", "RFT (NLL on refined chosen)", "rft", "generative"),
+          ("label_mdpo", "w/o CoT-S (label pairs)", "label_mdpo", "generative"),
+          ("gfriend", "GFRIEND (M-DPO)", "mdpo", "generative"))
+SHARED_STAGES = ("tiny", "data", "sft")  # a label curve or sweep runs these once per seed, the rest per variant
+# Refinement settings that only rebuild levels and pairs from the logged judgments (a sweep over them reuses the samples).
+PAIR_SETTINGS = ("threshold", "max_pairs_per_item", "unfinished", "drop_unparseable")
+
+
+@dataclass(frozen=True)
+class Stage:
+    upstream: tuple[str, ...]  # the stages whose outputs it reads (eval: also every judge's stage)
+    data: tuple[str, ...]  # the files of the data folder it reads (eval: its split's file)
+    commands: Callable  # (run) -> [command, ...]: each [python, script or -m module, flags...]
+    summary: Callable[[str], str]  # (its output folder) -> one line
+
+
+def _python(*args) -> list[str]:
+    return [sys.executable, *args]
+
+
+def _tiny(r) -> list[list[str]]:
+    return [_python("-m", "toy.model", "--output_dir", r.paths["tiny"], "--seed", str(r.a.seed))]
+
+
+def _data(r) -> list[list[str]]:
+    a = r.a
+    return [_python("-m", "toy.task", "--output_dir", r.paths["data"], "--seed", str(a.seed), "--n_sft", str(a.n_sft),
+                    "--n_prefs", str(a.n_prefs), "--n_val", str(a.n_val), "--n_test", str(a.n_test))]
+
+
+def _sft(r) -> list[list[str]]:
+    a, p = r.a, r.paths
+    return [_python("run_sft.py", "--config", a.sft_config, "--model_name_or_path", p["tiny"],
+                    "--train_file", r.data("sft.jsonl"), "--output_dir", p["sft"], "--seed", str(a.seed),
+                    *r.lengths(), *shlex.split(a.sft_args))]
+
+
+def _refine(r) -> list[list[str]]:
+    a, p = r.a, r.paths
+    reuse = ["--samples_from", r.samples_from(a.seed)] if a.samples_from else []
+    return [_python("run_preference_refinement.py", "--config", a.refine_config, "--model_name_or_path", p["sft"],
+                    "--pref_file", r.data("prefs.jsonl"), "--output_dir", p["refine"], "--seed", str(a.seed),
+                    *r.lengths(new_tokens=True), *shlex.split(a.refine_args), *reuse)]
+
+
+def _trainer(stage: str) -> Callable:
+    """M-DPO's trainer on refined pairs (mdpo; dpo: no level weights; rft: the NLL term alone) or on
+    label pairs (label_mdpo, the "w/o CoT-S" ablation)."""
+    def commands(r) -> list[list[str]]:
+        a, p = r.a, r.paths
+        pairs = os.path.join(p["label_pairs" if stage == "label_mdpo" else "refine"], "pairs.jsonl")
+        variant = {"dpo": ["--weighting", "none"], "rft": shlex.split(a.rft_args)}.get(stage, [])
+        return [_python("run_m_dpo.py", "--config", a.mdpo_config, "--model_name_or_path", p["sft"],
+                        "--pairs_file", pairs, "--output_dir", p[stage], "--seed", str(a.seed),
+                        *r.lengths(), *shlex.split(a.mdpo_args), *variant)]
+    return commands
+
+
+def _label_pairs(r) -> list[list[str]]:
+    p = r.paths
+    return [_python("-m", "generate.label_pairs", "--model_name_or_path", p["sft"], "--pref_file",
+                    r.data("prefs.jsonl"), "--output", os.path.join(p["label_pairs"], "pairs.jsonl"), *r.lengths())]
+
+
+def _bt(r) -> list[list[str]]:
+    a, p = r.a, r.paths
+    return [_python("run_bt_baseline.py", "--config", a.bt_config, "--model_name_or_path", p["sft"],
+                    "--train_file", r.data("prefs.jsonl"), "--output_dir", p["bt"], "--seed", str(a.seed),
+                    *shlex.split(a.bt_args))]
+
+
+def _eval(r) -> list[list[str]]:
+    """One run_eval.py per judge, into eval/<judge key>.json."""
+    eval_file = r.data(f"{r.a.eval_split}.jsonl")
+    return [_python("run_eval.py", "--model_name_or_path", path, "--model_type", kind, "--eval_files", eval_file,
+                    "--output_file", os.path.join(r.paths["eval"], f"{key}.json"), *r.lengths(new_tokens=True),
+                    *shlex.split(r.a.eval_args)) for key, _, path, kind in r.judges()]
+
+
+def output_in(path: str) -> str:
+    return f"output in {path}"
+
+
+def training_summary(path: str) -> str:
+    """First and last logged loss (and the reward accuracy and margins of a DPO-style trainer)."""
+    with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as f:
+        history = json.load(f)["log_history"]
+    logs = [h for h in history if "loss" in h]
+    if not logs:  # fewer steps than logging_steps: only the final summary exists
+        return f"train_loss {history[-1].get('train_loss', float('nan')):.3f}"
+    first, last = logs[0], logs[-1]
+    extra = ""
+    if "rewards/accuracies" in last:
+        extra = f", rewards/accuracies {last['rewards/accuracies']:.3f}"
+        if "rewards/margins" in last:
+            extra += f", margins {first['rewards/margins']:.3f} -> {last['rewards/margins']:.3f}"
+    return f"loss {first['loss']:.3f} -> {last['loss']:.3f}{extra}"
+
+
+def refinement_summary(path: str) -> str:
+    with open(os.path.join(path, "stats.json"), encoding="utf-8") as f:
+        s = json.load(f)
+    return (f"{s['samples']} samples, accuracy {s['sample_accuracy']}, levels {s['levels']}, "
+            f"{s['pairs']} pairs, {s['items_without_pairs']} items without pairs")
+
+
+STAGES = {
+    "tiny": Stage((), (), _tiny, output_in),
+    "data": Stage((), (), _data, output_in),
+    "sft": Stage(("tiny", "data"), ("sft.jsonl",), _sft, training_summary),
+    "refine": Stage(("sft", "data"), ("prefs.jsonl",), _refine, refinement_summary),
+    "mdpo": Stage(("sft", "refine"), (), _trainer("mdpo"), training_summary),
+    "dpo": Stage(("sft", "refine"), (), _trainer("dpo"), training_summary),
+    "rft": Stage(("sft", "refine"), (), _trainer("rft"), training_summary),
+    "label_pairs": Stage(("sft", "data"), ("prefs.jsonl",), _label_pairs, output_in),
+    "label_mdpo": Stage(("sft", "label_pairs"), (), _trainer("label_mdpo"), training_summary),
+    "bt": Stage(("sft", "data"), ("prefs.jsonl",), _bt, training_summary),
+    "eval": Stage(("data",), (), _eval, output_in),
+}
+ALL_STAGES = tuple(STAGES)

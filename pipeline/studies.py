@@ -1,0 +1,215 @@
+"""Studies: the same pipeline over seeds, over numbers of labelled pairs (a label curve) or over a
+grid of settings (a sweep), each written up as a table with a manifest beside it.
+
+A label curve or a sweep runs the shared stages (tiny, data, SFT) once per seed and every other
+stage once per variant, from the same SFT judge; the variants after the first take its judgments
+instead of sampling again (refinement's --samples_from).
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import shlex
+import time
+from dataclasses import dataclass, field, replace
+
+from pipeline.arguments import PipelineArguments
+from pipeline.cache import git_commit
+from pipeline.reports import (label_curve_figure, label_curve_table, manifest, read_result, study_figure, study_table,
+                              sweep_table)
+from pipeline.runner import SeedRun
+from pipeline.stages import JUDGES, PAIR_SETTINGS, SHARED_STAGES
+from utils.io import DataError, write_json
+
+
+@dataclass
+class Variant:
+    """One run of a label curve or sweep within a seed: its labels, extra flags and folder."""
+    name: str
+    n: int
+    refine_flags: list[str] = field(default_factory=list)
+    mdpo_flags: list[str] = field(default_factory=list)
+    rounds: int = 1
+    folder: str = None
+
+    def __post_init__(self):
+        self.folder = self.folder or self.name
+
+
+def seeds_of(a: PipelineArguments) -> list[int]:
+    try:
+        return [int(x) for x in a.seeds.split(",")] if a.seeds else [a.seed]
+    except ValueError:
+        raise DataError(f"--seeds must be comma-separated integers, got {a.seeds!r}") from None
+
+
+def write_report(a: PipelineArguments, table: str, default_name: str, wall: dict, commit: str | None,
+                 stages: dict | None = None) -> str:
+    """The table (study_table, or output_dir/default_name) with a manifest beside it; returns their folder."""
+    out = a.study_table or os.path.join(a.output_dir, default_name)
+    folder = os.path.dirname(os.path.abspath(out))
+    os.makedirs(folder, exist_ok=True)
+    with open(out, "w", encoding="utf-8") as f:
+        f.write(table + "\n")
+    write_json(os.path.join(folder, "manifest.json"), manifest(wall, commit, stages))
+    print("\n" + table, flush=True)
+    return folder
+
+
+def run_seeds(a: PipelineArguments) -> None:
+    """One full run per seed (same settings), then accuracy mean +- std per judge, the per-seed
+    tables and a manifest of how they were made, beside the table."""
+    seeds = seeds_of(a)
+    commit = git_commit()  # before the study rewrites its own tracked tables and figure
+    per_seed, seed_tables, wall, stages = [], {}, {}, {}
+    for seed in seeds:
+        print(f"===== seed {seed} =====", flush=True)
+        t0 = time.time()
+        run = SeedRun(replace(a, seeds=None, seed=seed, output_dir=os.path.join(a.output_dir, f"seed{seed}")))
+        run.run()
+        wall[seed] = round(time.time() - t0, 1)
+        stages[seed] = run.stage_log()
+        per_seed.append({**{name: read_result(os.path.join(run.paths["eval"], f"{key}.json"))
+                            for key, name, _, _ in run.judges()},
+                         **{name: read_result(path) for _, name, path in run.round_judges()}})
+        with open(os.path.join(run.paths["eval"], "table.md"), encoding="utf-8") as f:
+            seed_tables[seed] = f.read()
+    folder = write_report(a, study_table(per_seed, seeds, a.eval_split), "table.md", wall, commit, stages)
+    for seed, text in seed_tables.items():
+        with open(os.path.join(folder, f"seed{seed}.md"), "w", encoding="utf-8") as f:
+            f.write(text)
+    if a.study_figure:
+        study_figure(per_seed, a.study_figure)
+
+
+def label_counts(a: PipelineArguments) -> list[int]:
+    try:
+        counts = sorted({int(x) for x in a.label_counts.split(",")})
+    except ValueError:
+        raise DataError(f"--label_counts must be comma-separated integers, got {a.label_counts!r}") from None
+    if counts[0] < 1 or counts[-1] > a.n_prefs:
+        raise DataError(f"--label_counts must lie in [1, n_prefs = {a.n_prefs}], got {a.label_counts!r}")
+    if "eval" not in a.stages:
+        raise DataError("--label_counts needs the eval stage")
+    if a.rounds_at is not None and a.rounds_at not in counts:
+        raise DataError(f"--rounds_at {a.rounds_at} is not one of --label_counts {a.label_counts}")
+    return counts
+
+
+def run_label_curve(a: PipelineArguments) -> None:
+    """Per seed: the shared stages once (and the SFT judge's evaluation), then every other stage
+    once per label count n on the first n labelled pairs, largest n first so that the smaller
+    ones take its judgments; then the curve's table, paired differences, figure and manifest."""
+    counts = label_counts(a)
+    variants = [Variant(f"n{n}", n, rounds=a.rounds if a.rounds_at in (None, n) else 1)
+                for n in sorted(counts, reverse=True)]
+    runs, wall, commit = run_variants(a, variants)
+    for r in runs.values():
+        r["per"] = {int(name[1:]): files for name, files in r["per"].items()}
+    stages = [s.strip() for s in a.stages.split(",")]
+    judges = [(key, name) for key, name, stage, _ in JUDGES if key == "sft" or (key != "base" and stage in stages)]
+    judges += [(key, name) for key, name, _ in SeedRun(a).round_judges()]
+    write_report(a, label_curve_table(runs, counts, judges, a.eval_split), "label_curve.md", wall, commit,
+                 {seed: r["stages"] for seed, r in runs.items()})
+    if a.study_figure:
+        label_curve_figure(runs, counts, judges, a.study_figure)
+
+
+def run_sweep(a: PipelineArguments) -> None:
+    """Per seed one run per setting of the --sweep grid from the same SFT judge and judgments,
+    evaluated on eval_split (choose settings on val); then one table of every setting."""
+    variants = sweep_variants(a)
+    runs, wall, commit = run_variants(a, variants)
+    stages = [s.strip() for s in a.stages.split(",")]
+    judges = [(key, name) for key, name, stage, _ in JUDGES if key not in ("sft", "base") and stage in stages]
+    write_report(a, sweep_table(runs, [v.name for v in variants], judges, a.eval_split), "sweep.md", wall, commit,
+                 {seed: r["stages"] for seed, r in runs.items()})
+
+
+def run_variants(a: PipelineArguments, variants: list[Variant]) -> tuple[dict, dict, str | None]:
+    """variant_runs for every seed: (runs by seed, wall seconds by seed, the commit at the start)."""
+    commit = git_commit()  # before the run rewrites its own tracked table and figure
+    runs, wall = {}, {}
+    for seed in seeds_of(a):
+        print(f"===== seed {seed} =====", flush=True)
+        t0 = time.time()
+        out = os.path.join(a.output_dir, f"seed{seed}") if a.seeds else a.output_dir
+        runs[seed] = variant_runs(a, seed, out, variants)
+        wall[seed] = round(time.time() - t0, 1)
+    return runs, wall, commit
+
+
+def variant_runs(a: PipelineArguments, seed: int, out: str, variants: list[Variant]) -> dict:
+    """The shared stages of one seed once (and the SFT judge's evaluation), then every other
+    stage once per variant (a number of labels, extra flags) in out/<variant dir>, from the same
+    SFT judge; the variants after the first take its judgments instead of sampling again.
+    Returns {"sft": eval file, "per": {variant name: {judge key: eval file}}, "stages": their records}."""
+    stages = [s.strip() for s in a.stages.split(",") if s.strip()]
+    shared = [s for s in stages if s in SHARED_STAGES]
+    base = SeedRun(replace(a, seeds=None, label_counts=None, sweep=None, seed=seed, output_dir=out,
+                           stages=",".join([*shared, "eval"])))
+    base.run()
+    rest = [s for s in stages if s not in SHARED_STAGES]
+    per, first, log = {}, base.samples_from(seed), base.stage_log()
+    for v in variants:
+        sub_out = os.path.join(out, v.folder)
+        print(f"----- seed {seed}, {v.name} -----", flush=True)
+        data_dir = labelled_subset(base.paths["data"], os.path.join(sub_out, "data"), v.n, a.eval_split)
+        sub = SeedRun(replace(a, seeds=None, label_counts=None, sweep=None, seed=seed, output_dir=sub_out,
+                              data_dir=data_dir, sft_model=base.paths["sft"], samples_from=first, rounds=v.rounds,
+                              refine_args=shlex.join([*shlex.split(a.refine_args), *v.refine_flags]),
+                              mdpo_args=shlex.join([*shlex.split(a.mdpo_args), *v.mdpo_flags]),
+                              stages=",".join(rest)), evaluate_sft=False)
+        sub.run()
+        if "refine" in rest and first is None:
+            first = sub.paths["refine"]
+        per[v.name] = {**{key: os.path.join(sub.paths["eval"], f"{key}.json") for key, *_ in sub.judges()},
+                       **{key: path for key, _, path in sub.round_judges()}}
+        log.update(sub.stage_log(prefix=f"{v.folder}/"))
+    return {"sft": os.path.join(base.paths["eval"], "sft.json"), "per": per, "stages": log}
+
+
+def sweep_variants(a: PipelineArguments) -> list[Variant]:
+    """The grid of --sweep, 'flag=v1,v2; flag=v1,v2' (a value with spaces is several tokens:
+    'loss_weights=1 4,1 16'): refinement's pair-building flags go to refinement (the judgments
+    are reused), every other flag to the trainers."""
+    axes = []
+    for part in (p.strip() for p in a.sweep.split(";")):
+        flag, sep, values = part.partition("=")
+        if not sep or not flag.strip() or not values.strip():
+            raise DataError(f"--sweep must look like 'flag=v1,v2; flag=v1,v2', got {part!r}")
+        axes.append([(flag.strip(), v.strip()) for v in values.split(",")])
+    if "eval" not in a.stages:
+        raise DataError("--sweep needs the eval stage")
+    variants = []
+    for combo in itertools.product(*axes):
+        flags = {"refine": [], "mdpo": []}
+        for flag, value in combo:
+            flags["refine" if flag in PAIR_SETTINGS else "mdpo"] += [f"--{flag}", *value.split()]
+        name = " ".join(f"{flag}={value}" for flag, value in combo)
+        variants.append(Variant(name, a.n_prefs, refine_flags=flags["refine"], mdpo_flags=flags["mdpo"],
+                                folder=os.path.join("sweep", re.sub(r"[^A-Za-z0-9._]+", "-", name))))
+    return variants
+
+
+def labelled_subset(src: str, dst: str, n: int, split: str) -> str:
+    """dst holding the first n labelled pairs of src/prefs.jsonl and src's evaluation split; files
+    are rewritten only when their content changes, so the stages reading them are reused."""
+    with open(os.path.join(src, "prefs.jsonl"), encoding="utf-8") as f:
+        lines = [line for line in f if line.strip()]
+    if len(lines) < n:
+        raise DataError(f"{src}/prefs.jsonl: {len(lines)} labelled pairs, fewer than n = {n}")
+    os.makedirs(dst, exist_ok=True)
+    with open(os.path.join(src, f"{split}.jsonl"), encoding="utf-8") as f:
+        wanted = {"prefs.jsonl": "".join(lines[:n]), f"{split}.jsonl": f.read()}
+    for name, text in wanted.items():
+        path = os.path.join(dst, name)
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                if f.read() == text:
+                    continue
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
+    return dst
