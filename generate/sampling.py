@@ -42,6 +42,8 @@ class HFSampler:
 
     @torch.no_grad()
     def generate(self, prompts, num_samples, temperature, max_new_tokens, seed):
+        if temperature <= 0 and num_samples > 1:  # greedy decoding gives one judgment per prompt: its copies
+            return [o * num_samples for o in self.generate(prompts, 1, temperature, max_new_tokens, seed)]
         tok, model = self.tokenizer, self.model
         was_training = model.training
         model.eval()

@@ -157,6 +157,8 @@ class VLLMSampler:
     def generate(self, prompts, num_samples, temperature, max_new_tokens, seed):
         from vllm import SamplingParams
 
+        if temperature <= 0 and num_samples > 1:  # greedy decoding gives one judgment per prompt: its copies
+            return [o * num_samples for o in self.generate(prompts, 1, temperature, max_new_tokens, seed)]
         sampling = temperature > 0
         params = SamplingParams(n=num_samples, temperature=temperature if sampling else 0.0,
                                 top_p=self.top_p if sampling else 1.0, max_tokens=max_new_tokens,

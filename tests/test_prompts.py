@@ -210,6 +210,8 @@ def test_generation_stops_at_the_end_of_turn_and_cut_samples_are_marked(styled):
     always(word)
     (out,) = sampler.generate(["Is 2 > 1?"], 1, 0.0, 5, seed=0)
     assert not out[0].finished and out[0].text.count(tok.decode([word]).strip()) == 5
+    (copies,) = sampler.generate(["Is 2 > 1?"], 3, 0.0, 5, seed=0)  # greedy: K copies of the one judgment
+    assert copies == [out[0]] * 3
     cut = encode_prompt_response(tok, "Is 2 > 1?", out[0].text, finished=out[0].finished)
     assert end_of_turn_id(tok) not in cut["input_ids"][-2:]
 

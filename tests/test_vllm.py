@@ -128,6 +128,7 @@ def test_a_max_model_len_that_does_not_fit_is_vllms_reason_in_one_line(sft_dir, 
 
 
 def test_a_vllm_judge_reads_the_same_probability_from_the_engine(sft_dir, synthetic_dir):
+    from data.templates import judge_prompt
     from generate.judge import Judge
     from tests.conftest import read_jsonl
 
@@ -139,6 +140,12 @@ def test_a_vllm_judge_reads_the_same_probability_from_the_engine(sft_dir, synthe
         judge = Judge.from_pretrained(sft_dir, max_new_tokens=64, **kw)
         out[name] = [(j.p_a, j.orders[0]["responses"][0], j.orders[1]["responses"][0])
                      for j in judge.compare_batch(rows)]
+    from generate.vllm_sampler import VLLMSampler
+
+    again = VLLMSampler(sft_dir, judge.tokenizer, options(vllm_dtype="float32"))
+    assert again.llm is judge.sampler.llm  # one engine for the checkpoint in the block, not a second start
+    (copies,) = again.generate([judge_prompt(judge.tokenizer, "compare", "Is 2 > 1?", "Yes.", "No.")], 3, 0.0, 16, 0)
+    assert len(copies) == 3 and len({c.text for c in copies}) == 1  # greedy: K copies of the one judgment
     same = [(h[0], v[0]) for h, v in zip(out["hf"], out["vllm"]) if h[1:] == v[1:] and h[0] is not None]
     assert len(same) >= 6  # greedy: the same judgments but for float-level near-ties
     for hf, vl in same:
