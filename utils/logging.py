@@ -10,9 +10,6 @@ class StderrHandler(logging.StreamHandler):
     """Writes to sys.stderr as it is at each record, not as it was when the logger was made, so a
     script's `main` run under a redirect (a notebook, a test) still shows its log there."""
 
-    def __init__(self):
-        super().__init__()
-
     @property
     def stream(self):
         return sys.stderr
