@@ -112,8 +112,8 @@ def scalar_rewards(model, tokenizer, texts: list[str], batch_size: int) -> list[
 
 
 def judge_scalar(rows, model, tokenizer, args: EvalArguments) -> list[dict]:
-    texts = [scalar_rm_text(tokenizer, r["question"], a, args.max_length) for r in rows
-             for a in (r["answer_pos"], r["answer_neg"])]
+    """Each row's (good, bad) texts as main fitted them to --max_length (`_rm_texts`), scored."""
+    texts = [t for r in rows for t in r["_rm_texts"]]
     rewards = scalar_rewards(model, tokenizer, texts, args.batch_size)
     return [{"index": r["_index"], "id": r["id"], "category": r.get("category"), "reward_pos": rewards[2 * k],
              "reward_neg": rewards[2 * k + 1], "correct": float(rewards[2 * k] > rewards[2 * k + 1])}
@@ -224,12 +224,12 @@ def main(argv=None) -> None:
             except DataError as e:
                 raise DataError(f"{path}: {e}") from None
         check_sampling_lengths(tokenizer, prompts, args.max_new_tokens, model_context_length(model_args, tokenizer))
-    else:  # every text fits max_length, before the model loads
+    else:  # every text fitted to max_length once, before the model loads (judge_scalar reads them)
         for path, (_, _, rows) in data.items():
             for r in rows:
                 try:
-                    for k in ("answer_pos", "answer_neg"):
-                        scalar_rm_text(tokenizer, r["question"], r[k], args.max_length)
+                    r["_rm_texts"] = [scalar_rm_text(tokenizer, r["question"], r[k], args.max_length)
+                                      for k in ("answer_pos", "answer_neg")]
                 except DataError as e:
                     raise DataError(f"{path}: item {r['id']!r}: {e}") from None
     # One process, or one of several under `accelerate launch` / torchrun, each judging its chunks.

@@ -63,6 +63,10 @@ class PipelineArguments:
     max_new_tokens: int = field(default=None, metadata={"help": "One judgment length for refinement and evaluation."})
     eval_split: str = field(default="test", metadata={"help": "test or val (choose settings on val)."})
 
+    def stage_list(self) -> list[str]:
+        """--stages as names, in order."""
+        return [s.strip() for s in self.stages.split(",") if s.strip()]
+
 
 def check_combinations(a: PipelineArguments) -> None:
     """One line for the first combination of settings that cannot work as asked."""

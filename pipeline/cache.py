@@ -119,13 +119,18 @@ def script_of(command: list[str]) -> str:
     return command[2] if command[1] == "-m" else command[1]
 
 
+def flags_of(command: list[str]) -> list[str]:
+    """What a stage command passes to its script: everything after the script (or -m module)."""
+    return command[3:] if command[1] == "-m" else command[2:]
+
+
 def settings_of(command: list[str]) -> dict:
     """A stage command's resolved settings: the values of its `--config` YAML, overridden by its
     flags, as typed values (a flag's `1e-4` equals a YAML `0.0001`, and `1 16` the list [1.0, 16.0]),
     plus the script it runs."""
     flags: dict[str, list[str]] = {}
     key = None
-    for arg in command[2 if command[1] != "-m" else 3:]:
+    for arg in flags_of(command):
         if arg.startswith("--"):
             key = arg[2:]
             flags[key] = []

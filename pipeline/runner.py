@@ -17,7 +17,8 @@ import time
 from dataclasses import replace
 
 from pipeline.arguments import PipelineArguments
-from pipeline.cache import (StageRecord, code_version, decide, digest, library_versions, script_of, settings_of)
+from pipeline.cache import (StageRecord, code_version, decide, digest, flags_of, library_versions, script_of,
+                            settings_of)
 from pipeline.reports import read_result, results_table
 from pipeline.stages import ALL_STAGES, JUDGES, STAGES
 from utils.fingerprint import file_fingerprint, model_fingerprint
@@ -32,7 +33,7 @@ def execute(command: list[str], isolate: bool) -> None:
             raise DataError(f"stage failed (exit {proc.returncode}): {shlex.join(command)}")
         return
     script = script_of(command)
-    argv = command[3:] if command[1] == "-m" else command[2:]
+    argv = flags_of(command)
     module = importlib.import_module(script[: -len(".py")] if script.endswith(".py") else script)
     try:
         module.main(argv)
@@ -53,7 +54,7 @@ class SeedRun:
         self.paths = {stage: os.path.join(o, stage) for stage in ALL_STAGES}
         self.paths.update({"tiny": a.base_model or os.path.join(o, "tiny-base"),
                            "data": a.data_dir or os.path.join(o, "data"), "sft": a.sft_model or self.paths["sft"]})
-        self.stages = [s.strip() for s in a.stages.split(",") if s.strip()]
+        self.stages = a.stage_list()
         unknown = [s for s in self.stages if s not in ALL_STAGES]
         if unknown:
             raise DataError(f"unknown stage(s) {unknown}; known: {', '.join(ALL_STAGES)}")

@@ -107,7 +107,7 @@ def run_label_curve(a: PipelineArguments) -> None:
     runs, wall, commit = run_variants(a, variants)
     for r in runs.values():
         r["per"] = {int(name[1:]): files for name, files in r["per"].items()}
-    stages = [s.strip() for s in a.stages.split(",")]
+    stages = a.stage_list()
     judges = [(key, name) for key, name, stage, _ in JUDGES if key == "sft" or (key != "base" and stage in stages)]
     judges += [(key, name) for key, name, _ in SeedRun(a).round_judges()]
     write_report(a, label_curve_table(runs, counts, judges, a.eval_split), "label_curve.md", wall, commit,
@@ -121,7 +121,7 @@ def run_sweep(a: PipelineArguments) -> None:
     evaluated on eval_split (choose settings on val); then one table of every setting."""
     variants = sweep_variants(a)
     runs, wall, commit = run_variants(a, variants)
-    stages = [s.strip() for s in a.stages.split(",")]
+    stages = a.stage_list()
     judges = [(key, name) for key, name, stage, _ in JUDGES if key not in ("sft", "base") and stage in stages]
     write_report(a, sweep_table(runs, [v.name for v in variants], judges, a.eval_split), "sweep.md", wall, commit,
                  {seed: r["stages"] for seed, r in runs.items()})
@@ -145,7 +145,7 @@ def variant_runs(a: PipelineArguments, seed: int, out: str, variants: list[Varia
     stage once per variant (a number of labels, extra flags) in out/<variant dir>, from the same
     SFT judge; the variants after the first take its judgments instead of sampling again.
     Returns {"sft": eval file, "per": {variant name: {judge key: eval file}}, "stages": their records}."""
-    stages = [s.strip() for s in a.stages.split(",") if s.strip()]
+    stages = a.stage_list()
     shared = [s for s in stages if s in SHARED_STAGES]
     base = SeedRun(replace(a, seeds=None, label_counts=None, sweep=None, seed=seed, output_dir=out,
                            stages=",".join([*shared, "eval"])))
