@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 from data.schemas import load_prefs
 from data.templates import ORDERS, judge_prompt_groups, template_ids
+from data.tokens import encode_response
+from generate.calibration import verdict_token_logp
 from generate.levels import assign_level, build_pairs, refinement_stats, resolve_threshold
 from generate.parsing import parse_verdict
 from generate.perplexity import ppl_score, response_perplexities
@@ -66,10 +68,12 @@ class RefinementArguments:
     scoring_batch_size: int = field(default=64, metadata={"help": "Sequences per scoring forward, at most."})
     scoring_max_tokens: int = field(default=None, metadata={
         "help": "Padded tokens per scoring forward, at most (bounds memory when lengths vary); none = no budget."})
-    sampler: str = field(default="hf", metadata={"help": "hf (transformers generate) | vllm"})
-    score_with: str = field(default="model", metadata={
-        "help": "Perplexities from a forward pass of the model (model), or from the log-probs vLLM sampled with "
-                "(sampler; --sampler vllm only: no second pass, no second model in memory)."})
+    sampler: str = field(default="hf", metadata={"help": "hf (the loaded model, generate/decoding.py) | vllm"})
+    score_with: str = field(default="sampler", metadata={
+        "help": "Perplexities from the log-probs the sampler sampled with (sampler: no second pass; with vLLM no "
+                "second model in memory either), or from a forward pass of the model over prompt and response "
+                "(model). The two agree to ~1e-5; text that re-tokenizes to other ids than were sampled is scored "
+                "again by a forward pass either way."})
     samples_from: str = field(default=None, metadata={
         "help": "A finished refinement's output_dir: take its judgments of this run's items (same judge, same "
                 "sampling settings) instead of sampling again; threshold, levels and pairs are rebuilt over this "
@@ -110,12 +114,15 @@ def process_chunk(chunk_index: int, groups: list[tuple[dict, dict]], sampler, mo
     if args.score_with == "sampler":  # the log-probs the engine sampled with; re-tokenized texts scored again
         sums, counts, retokenized = sampler.sequence_logps([r["prompt"] for r in records], completions)
         ppls = [math.exp(-lp / max(1, n)) for lp, n in zip(sums, counts)]
-        for r, again in zip(records, retokenized):
-            r["retokenized"] = again
+        for r, again, n, c in zip(records, retokenized, counts, completions):
+            r["retokenized"], r["tokens"] = again, n
+            r["verdict_logp"] = verdict_token_logp(tokenizer, c)  # a confidence of its own (generate.calibration)
     else:
         ppls = response_perplexities(model, tokenizer, [r["prompt"] for r in records],
                                      [r["response"] for r in records], args.scoring_batch_size,
                                      max_tokens=args.scoring_max_tokens, finished=[r["finished"] for r in records])
+        for r in records:
+            r["tokens"] = len(encode_response(tokenizer, r["response"], r["finished"]))
     for r, ppl in zip(records, ppls):
         r["ppl"] = ppl
         r["score"] = ppl_score(ppl, args.tau)
@@ -140,8 +147,6 @@ def validate(args: RefinementArguments, model_args: ModelArguments | None = None
                    above={"tau": 0.0, "top_p": 0.0}, at_most={"top_p": 1.0},
                    choices={"orders": tuple(ORDERS), "unfinished": ("reject", "drop"), "sampler": SAMPLERS,
                             "score_with": ("model", "sampler")})
-    if args.score_with == "sampler" and args.sampler != "vllm":
-        raise DataError("--score_with sampler needs --sampler vllm (the HF sampler does not report log-probs)")
     if args.sampler == "vllm":
         require_vllm(model_args)
     template_ids(args.templates)

@@ -1,16 +1,25 @@
-"""Refinement's sampling and scoring with the HF sampler against vLLM, on the same judge, prompts
-and settings, in one run: samples/s and generated tokens/s end to end (sampling + perplexities).
+"""Refinement's sampling and scoring, every backend on the same judge, prompts and settings, in one
+run: samples/s, generated tokens/s and achieved GFLOP/s end to end (sampling + perplexities),
+next to this processor's fp32 matrix-multiply peak measured in the same run.
 
-    .venv-vllm/bin/python -m benchmarks.bench_sampling --model_name_or_path outputs/demo/sft \\
-        --pref_file outputs/demo/data/prefs.jsonl [--items 64 --num_samples 8 --max_new_tokens 64]
-    .venv-vllm/bin/python -m benchmarks.bench_sampling --model_name_or_path outputs/models/smollm2-135m-instruct \\
-        --pref_file outputs/demo/data/prefs.jsonl --items 8 --num_samples 4      # the real model (make real-model)
+    .venv/bin/python -m benchmarks.bench_sampling --model_name_or_path outputs/real_smoke/seed0/sft \\
+        --pref_file outputs/real_smoke/seed0/data/prefs.jsonl --items 8 --num_samples 4
+    .venv-vllm/bin/python -m benchmarks.bench_sampling ...       # adds the vLLM variants (make setup-vllm)
 
-Variants, each in its own process: `hf` (transformers generate, perplexities from a forward pass),
-`vllm+model` (vLLM samples, the HF model scores) and `vllm+sampler` (vLLM samples and its own
-log-probs are the scores: no second pass, no second model). The table gives the time with and
-without loading (the engine's start-up is a fixed cost of ~30 s on CPU). Needs vLLM: run it with
-the .venv-vllm interpreter (`make setup-vllm`).
+Variants, each in its own process:
+- `generate` (the baseline): transformers `model.generate`, K samples through
+  `num_return_sequences` (each sample runs its prompt again, every row runs until the longest ends),
+  perplexities from a second forward pass; what the HF sampler did before generate/decoding.py;
+- `hf+model`: the HF sampler (generate/decoding.py: one prefill per prompt, finished rows leave the
+  batch), perplexities from a forward pass (`--score_with model`);
+- `hf+sampler`: the same samples, perplexities from the log-probs they were sampled with
+  (`--score_with sampler`: no second pass);
+- `vllm+model`, `vllm+sampler`: vLLM samples (only where vLLM is installed); the table gives the
+  time with and without loading (the engine's start-up is a fixed cost of ~30 s on CPU).
+
+Achieved GFLOP/s counts the work every variant must do, 2 x parameters x (prompt tokens once per
+prompt and temperature + generated tokens), over the time taken: recomputed prompts and padding are
+the variant's waste, not its work.
 """
 from __future__ import annotations
 
@@ -23,7 +32,47 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-VARIANTS = {"hf": ("hf", "model"), "vllm+model": ("vllm", "model"), "vllm+sampler": ("vllm", "sampler")}
+VARIANTS = {"generate": ("generate", "model"), "hf+model": ("hf", "model"), "hf+sampler": ("hf", "sampler"),
+            "vllm+model": ("vllm", "model"), "vllm+sampler": ("vllm", "sampler")}
+
+
+class GenerateSampler:
+    """The baseline: transformers `generate` with `num_return_sequences` (the HF sampler before
+    generate/decoding.py), prompts sorted by length and left-padded."""
+
+    def __init__(self, model, tokenizer, batch_size: int):
+        from data.tokens import stop_token_ids
+
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.stop_ids = stop_token_ids(tokenizer)
+
+    def generate(self, prompts, num_samples, temperature, max_new_tokens, seed):
+        import torch
+
+        from data.collate import pad
+        from data.tokens import encode_prompt
+        from generate.sampling import Completion
+
+        tok = self.tokenizer
+        torch.manual_seed(seed)
+        encoded = [encode_prompt(tok, p) for p in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+        per_call, out = max(1, self.batch_size // num_samples), [None] * len(prompts)
+        for start in range(0, len(order), per_call):
+            idx = order[start : start + per_call]
+            ids = pad([encoded[i][::-1] for i in idx], tok.pad_token_id).flip(1)  # left padding
+            mask = pad([[1] * len(encoded[i]) for i in idx], 0).flip(1)
+            with torch.no_grad():
+                gen = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                          do_sample=True, temperature=temperature, top_k=0,
+                                          num_return_sequences=num_samples, pad_token_id=tok.pad_token_id,
+                                          eos_token_id=self.stop_ids)[:, ids.shape[1]:]
+            finished = torch.isin(gen, torch.tensor(self.stop_ids)).any(-1).tolist()
+            texts = tok.batch_decode(gen, skip_special_tokens=True)
+            for row, i in enumerate(idx):
+                out[i] = [Completion(texts[j].strip(), finished[j]) for j in range(row * num_samples,
+                                                                                    (row + 1) * num_samples)]
+        return out
 
 
 def run_variant(variant: str, a) -> dict:
@@ -31,6 +80,7 @@ def run_variant(variant: str, a) -> dict:
 
     from data.schemas import load_prefs
     from data.templates import template_ids
+    from data.tokens import encode_prompt
     from generate.vllm_sampler import VLLMOptions
     from generate.backends import build_sampler
     from models.loading import ModelArguments, load_model, tokenizer_of
@@ -42,11 +92,14 @@ def run_variant(variant: str, a) -> dict:
     tok = tokenizer_of(model_args)
     args = RefinementArguments(num_samples=a.num_samples, temperatures="0.7,1.0", templates="all",
                                max_new_tokens=a.max_new_tokens, generation_batch_size=256, scoring_batch_size=128,
-                               sampler=sampler_name, score_with=score_with)
-    model = load_model(model_args, tok) if score_with == "model" or sampler_name == "hf" else None
-    options = VLLMOptions(gpu_memory_utilization=0.5, max_model_len=512, enforce_eager=True)  # dtype: as HF's
-    sampler = build_sampler(sampler_name, model_args, tok, model, options, args.generation_batch_size,
-                            logprobs=score_with == "sampler")
+                               sampler="hf" if sampler_name == "generate" else sampler_name, score_with=score_with)
+    model = load_model(model_args, tok).eval() if score_with == "model" or sampler_name != "vllm" else None
+    if sampler_name == "generate":
+        sampler = GenerateSampler(model, tok, args.generation_batch_size)
+    else:
+        options = VLLMOptions(gpu_memory_utilization=0.5, max_model_len=512, enforce_eager=True)  # dtype: as HF's
+        sampler = build_sampler(sampler_name, model_args, tok, model, options, args.generation_batch_size,
+                                logprobs=score_with == "sampler")
     loaded = time.perf_counter()
     items = load_prefs(a.pref_file)[: a.items]
     groups = [g for item_groups in prompt_groups(items, tok, args, template_ids("all")) for g in item_groups]
@@ -55,9 +108,11 @@ def run_variant(variant: str, a) -> dict:
         records += process_chunk(start, groups[start : start + 96], sampler, model, tok, args, [0.7, 1.0])
     done = time.perf_counter()
     generated = sum(len(tok(r["response"], add_special_tokens=False)["input_ids"]) + r["finished"] for r in records)
+    prompt_tokens = 2 * sum(len(encode_prompt(tok, g["prompt"])) for _, g in groups)  # once per temperature
     if hasattr(sampler, "close"):
         sampler.close()
     return {"variant": variant, "samples": len(records), "tokens": generated, "load_s": loaded - t0,
+            "flop": None if model is None else 2 * sum(p.numel() for p in model.parameters()) * (generated + prompt_tokens),
             "work_s": done - loaded, "threads": torch.get_num_threads(),
             "mean_ppl": sum(r["ppl"] for r in records) / len(records)}
 
@@ -75,10 +130,17 @@ def main(argv=None) -> None:
     if a.variant:
         print("RESULT " + json.dumps(run_variant(a.variant, a)))
         return
+    import importlib.util
+
+    import torch
+
+    from benchmarks.bench_hardware import cpu_flags, matmul_gflops
+
+    peak = matmul_gflops({"bf16": torch.bfloat16}.get(a.dtype, torch.float32))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
     results = []
-    for v in VARIANTS:
+    for v in [v for v in VARIANTS if importlib.util.find_spec("vllm") or not v.startswith("vllm")]:
         proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_sampling", "--variant", v,
                                "--model_name_or_path", a.model_name_or_path, "--pref_file", a.pref_file,
                                "--items", str(a.items), "--num_samples", str(a.num_samples),
@@ -90,16 +152,23 @@ def main(argv=None) -> None:
             sys.exit(f"{v} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
         results.append(json.loads(line[0][7:]))
     base = results[0]
+    flop = next(r["flop"] for r in results if r["flop"])
     print(f"\nrefinement sampling + scoring, {a.items} items x 3 templates x 2 orders x K={a.num_samples} "
           f"(temperatures 0.7, 1.0), max_new_tokens={a.max_new_tokens}, {a.dtype}, torch threads={base['threads']}, "
           f"model {a.model_name_or_path}")
-    print("| variant | samples | samples/s | tokens/s | seconds | + loading | end to end vs hf | mean ppl |")
-    print("|---|---|---|---|---|---|---|---|")
+    name, flags = cpu_flags()
+    print(f"{name}; bf16 instructions: {', '.join(flags) or 'none'}; {a.dtype} matmul peak {peak:,.1f} GFLOP/s "
+          "(benchmarks.bench_hardware, this run)")
+    print("| variant | samples | samples/s | tokens/s | GFLOP/s (% of peak) | seconds | + loading | end to end vs generate "
+          "| mean ppl |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         total = r["work_s"] + r["load_s"]
+        rate = flop / r["work_s"] / 1e9
         print(f"| {r['variant']} | {r['samples']} | {r['samples'] / r['work_s']:.1f} | {r['tokens'] / r['work_s']:,.0f} | "
-              f"{r['work_s']:.1f} | {total:.1f} | {(base['work_s'] + base['load_s']) / total:.2f}x "
-              f"({base['work_s'] / r['work_s']:.2f}x without loading) | {r['mean_ppl']:.4f} |")
+              f"{rate:,.1f} ({100 * rate / peak:.0f}%) | {r['work_s']:.1f} | {total:.1f} | "
+              f"{(base['work_s'] + base['load_s']) / total:.2f}x ({base['work_s'] / r['work_s']:.2f}x without loading) | "
+              f"{r['mean_ppl']:.4f} |")
 
 
 if __name__ == "__main__":

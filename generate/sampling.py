@@ -1,18 +1,21 @@
 """Sampling judgments in batches.
 
 `Sampler` is the small interface the rest of the pipeline talks to; `HFSampler` implements it with
-`model.generate` (left padding, prompts sorted by length so each batch wastes little padding,
-`num_return_sequences` for the K samples of a prompt). A vLLM or other backend only has to
-implement `generate` with the same contract. Prompts are encoded and generation stops exactly as
+the loaded model (generate/decoding.py: one prefill per prompt for its K samples, finished rows
+leave the batch, the sampled log-probs come with each completion). A vLLM or other backend only has
+to implement `generate` with the same contract. Prompts are encoded and generation stops exactly as
 `data.tokens` says, so what is sampled is what scoring and training see.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple, Protocol
 
 import torch
 
-from data.tokens import encode_prompt, stop_token_ids
+from data.tokens import encode_prompt, encode_response, stop_token_ids
+from generate.decoding import sample_batch
+from generate.perplexity import response_perplexities
 from utils.io import DataError
 
 
@@ -34,49 +37,67 @@ class Sampler(Protocol):
 
 
 class HFSampler:
+    """Samples with the loaded model through `generate.decoding.sample_batch`: prompts sorted by
+    length so each call wastes little padding, at most `batch_size` sequences (samples included)
+    per call, one prefill per prompt, finished rows dropped. Completions carry the sampled ids and
+    their log-probs, so `sequence_logps` scores them without a second pass."""
+
     def __init__(self, model, tokenizer, batch_size: int = 64, top_p: float = 1.0):
         self.model, self.tokenizer = model, tokenizer
-        self.batch_size = batch_size  # sequences per generate call, samples included
+        self.batch_size = batch_size  # sequences per call, samples included
         self.top_p = top_p
         self.stop_ids = stop_token_ids(tokenizer)
 
-    @torch.no_grad()
     def generate(self, prompts, num_samples, temperature, max_new_tokens, seed):
         if temperature <= 0 and num_samples > 1:  # greedy decoding gives one judgment per prompt: its copies
             return [o * num_samples for o in self.generate(prompts, 1, temperature, max_new_tokens, seed)]
         tok, model = self.tokenizer, self.model
         was_training = model.training
         model.eval()
-        torch.manual_seed(seed)
+        device = next(model.parameters()).device
+        generator = torch.Generator(device=device).manual_seed(seed)
         encoded = [encode_prompt(tok, p) for p in prompts]
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
         per_call = max(1, self.batch_size // num_samples)
         out: list[list[Completion]] = [None] * len(prompts)
-        device = next(model.parameters()).device
-        stops = torch.tensor(self.stop_ids)
         for start in range(0, len(order), per_call):
             idx = order[start : start + per_call]
-            width = max(len(encoded[i]) for i in idx)
-            ids = torch.full((len(idx), width), tok.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):  # left padding: every prompt ends where generation starts
-                ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
-                mask[row, width - len(encoded[i]):] = 1
-            sampling = temperature > 0
-            gen = model.generate(
-                input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-                do_sample=sampling, temperature=temperature if sampling else None,
-                top_p=self.top_p if sampling else None, top_k=0 if sampling else None,
-                num_return_sequences=num_samples, pad_token_id=tok.pad_token_id, eos_token_id=self.stop_ids,
-            )[:, width:].cpu()
-            finished = torch.isin(gen, stops).any(-1).tolist()
-            texts = tok.batch_decode(gen, skip_special_tokens=True)
-            for row, i in enumerate(idx):
-                out[i] = [Completion(t.strip(), f) for t, f in
-                          zip(texts[row * num_samples : (row + 1) * num_samples],
-                              finished[row * num_samples : (row + 1) * num_samples])]
+            rows = sample_batch(model, [encoded[i] for i in idx], num_samples, temperature, max_new_tokens,
+                                self.stop_ids, tok.pad_token_id, generator, self.top_p)
+            texts = tok.batch_decode([r.token_ids for r in rows], skip_special_tokens=True)
+            for n, i in enumerate(idx):
+                out[i] = [Completion(texts[j].strip(), rows[j].finished, tuple(rows[j].token_ids),
+                                     tuple(rows[j].logprobs)) for j in range(n * num_samples, (n + 1) * num_samples)]
         model.train(was_training)
         return out
+
+    def sequence_logps(self, prompts: list[str], completions: list[Completion]) -> tuple[list[float], list[int],
+                                                                                          list[bool]]:
+        """As VLLMSampler.sequence_logps: the sampled log-probs where the text re-tokenizes to the
+        sampled ids, a forward pass of the model over the ids training will see elsewhere."""
+        sums, counts, again = sampled_logps(self.tokenizer, completions)
+        redo = [i for i, a in enumerate(again) if a]
+        if redo:
+            ppls = response_perplexities(self.model, self.tokenizer, [prompts[i] for i in redo],
+                                         [completions[i].text for i in redo], self.batch_size,
+                                         finished=[completions[i].finished for i in redo])
+            for i, ppl in zip(redo, ppls):
+                sums[i] = -math.log(ppl) * max(1, counts[i])
+        return sums, counts, again
+
+
+def sampled_logps(tokenizer, completions: list[Completion]) -> tuple[list[float | None], list[int], list[bool]]:
+    """(sum of sampled log p or None, token count, None-ness) of each completion over the ids
+    training will see (the re-tokenized text, the end of turn included when it finished): a sum
+    only where those ids are the ids that were sampled; the others must be scored again."""
+    sums, counts, again = [], [], []
+    for c in completions:
+        ids = encode_response(tokenizer, c.text, c.finished)
+        counts.append(len(ids))
+        same = c.logprobs is not None and c.token_ids is not None and list(c.token_ids) == ids
+        sums.append(float(sum(c.logprobs)) if same else None)
+        again.append(not same)
+    return sums, counts, again
 
 
 def parse_temperatures(spec: str) -> list[float]:

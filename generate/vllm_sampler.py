@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass, field
 
 from data.tokens import encode_prompt, encode_response, stop_token_ids
-from generate.sampling import Completion
+from generate.sampling import Completion, sampled_logps
 from utils.io import DataError
 from utils.logging import get_logger
 
@@ -183,23 +183,16 @@ class VLLMSampler:
         scored again because their text re-tokenizes to other ids than were sampled."""
         from vllm import SamplingParams
 
-        sums, counts, rescore = [], [], []
-        for i, (prompt, c) in enumerate(zip(prompts, completions)):
-            ids = encode_response(self.tokenizer, c.text, c.finished)
-            counts.append(len(ids))
-            if list(c.token_ids) == ids:
-                sums.append(float(sum(c.logprobs)))
-            else:
-                sums.append(None)
-                rescore.append((i, encode_prompt(self.tokenizer, prompt), ids))
+        sums, counts, again = sampled_logps(self.tokenizer, completions)
+        rescore = [(i, encode_prompt(self.tokenizer, prompts[i]), encode_response(self.tokenizer, c.text, c.finished))
+                   for i, c in enumerate(completions) if again[i]]
         if rescore:
             params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
             outs = self.llm.generate([{"prompt_token_ids": p + r} for _, p, r in rescore], params, use_tqdm=False)
             for (i, p, r), o in zip(rescore, outs):
                 positions = range(len(p), len(p) + len(r))
                 sums[i] = float(sum(o.prompt_logprobs[t][(p + r)[t]].logprob for t in positions))
-        again = {i for i, _, _ in rescore}
-        return sums, counts, [i in again for i in range(len(completions))]
+        return sums, counts, again
 
     def letter_probabilities(self, contexts: list[list[int]], letter_ids: list[tuple[int, int]]) -> list[float]:
         """P(a) / (P(a) + P(b)) of the next token after each context, from the engine's raw log-probs."""

@@ -60,7 +60,8 @@ def _refine(r) -> list[list[str]]:
     reuse = ["--samples_from", r.samples_from(a.seed)] if a.samples_from else []
     return [_python("run_preference_refinement.py", "--config", a.refine_config, "--model_name_or_path", p["sft"],
                     "--pref_file", r.data("prefs.jsonl"), "--output_dir", p["refine"], "--seed", str(a.seed),
-                    *r.lengths(new_tokens=True), *shlex.split(a.refine_args), *reuse)]
+                    *r.lengths(new_tokens=True), *shlex.split(a.refine_args), *reuse),
+            _python("-m", "generate.calibration", "--refine_dir", p["refine"])]  # do the levels carry signal?
 
 
 def _trainer(stage: str) -> Callable:
@@ -120,8 +121,15 @@ def training_summary(path: str) -> str:
 def refinement_summary(path: str) -> str:
     with open(os.path.join(path, "stats.json"), encoding="utf-8") as f:
         s = json.load(f)
-    return (f"{s['samples']} samples, accuracy {s['sample_accuracy']}, levels {s['levels']}, "
-            f"{s['pairs']} pairs, {s['items_without_pairs']} items without pairs")
+    summary = (f"{s['samples']} samples, accuracy {s['sample_accuracy']}, levels {s['levels']}, "
+               f"{s['pairs']} pairs, {s['items_without_pairs']} items without pairs")
+    calibration = os.path.join(path, "calibration.json")
+    if os.path.exists(calibration):
+        with open(calibration, encoding="utf-8") as f:
+            score = json.load(f)["confidences"].get("score", {})
+        if score.get("auroc_within_prompt") is not None:
+            summary += f", score AUROC within prompt {score['auroc_within_prompt']:.3f}"
+    return summary
 
 
 STAGES = {

@@ -21,7 +21,7 @@ n_sft: 300
 n_prefs: 12
 n_val: 4
 n_test: 12
-refine_args: "--num_samples 2 --templates compare --max_new_tokens 48 --items_per_chunk 4"
+refine_args: "--num_samples 4 --templates compare --max_new_tokens 48 --items_per_chunk 4"
 mdpo_args: "--max_steps 2 --per_device_train_batch_size 4"
 rft_args: "--loss_type sft --loss_weights 16.0"
 eval_args: "--max_new_tokens 48"
@@ -134,8 +134,9 @@ def test_judgments_of_another_study_are_found_per_seed():
     from pipeline.stages import STAGES
 
     p = SeedRun(PipelineArguments(stages="refine", seed=3, samples_from="runs/seed{seed}/n600/refine"))
-    (command,) = STAGES["refine"].commands(p)
+    command, calibration = STAGES["refine"].commands(p)  # refinement, then its calibration report
     assert command[command.index("--samples_from") + 1] == "runs/seed3/n600/refine"
+    assert "generate.calibration" in calibration
     assert p.samples_from(0) == "runs/seed0/n600/refine"
     assert SeedRun(PipelineArguments(stages="refine")).samples_from(3) is None
 

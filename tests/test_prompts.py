@@ -107,19 +107,20 @@ def test_a_scalar_reward_models_text_is_fitted_in_the_middle_and_keeps_the_answe
 
 
 class Recorder:
-    """Wraps model.generate and the scoring forward to record the ids each stage feeds the model."""
+    """Wraps the sampling loop and the scoring forward to record the ids each stage feeds the model."""
 
     def __init__(self, model, monkeypatch):
+        import generate.sampling as sampling
+
         self.generated, self.scored = [], []
-        real_generate = model.generate
+        real_sample = sampling.sample_batch
 
-        def generate(**kw):
-            self.stop_ids = kw["eos_token_id"]
-            for ids, mask in zip(kw["input_ids"], kw["attention_mask"]):
-                self.generated.append(ids[mask.bool()].tolist())
-            return real_generate(**kw)
+        def sample(model, prompts, num_samples, temperature, max_new_tokens, stop_ids, *rest):
+            self.stop_ids = stop_ids
+            self.generated.extend(list(p) for p in prompts)
+            return real_sample(model, prompts, num_samples, temperature, max_new_tokens, stop_ids, *rest)
 
-        model.generate = generate
+        monkeypatch.setattr(sampling, "sample_batch", sample)
         import generate.perplexity as perplexity
 
         real_forward = perplexity.forward_logps
@@ -133,7 +134,9 @@ class Recorder:
 
 
 def _prompt_part(ids, labels):
-    return [i for i, label in zip(ids, labels) if label == IGNORE_INDEX]
+    """The ids before the first labelled one (right padding after the response is not prompt)."""
+    first = next(n for n, label in enumerate(labels) if label != IGNORE_INDEX)
+    return list(ids[:first])
 
 
 def test_every_stage_sees_the_same_prompt_ids_one_bos_and_the_templates_end_of_turn(styled, monkeypatch, tmp_path):
@@ -153,7 +156,8 @@ def test_every_stage_sees_the_same_prompt_ids_one_bos_and_the_templates_end_of_t
     # refinement: sampling and scoring, through the chunk the script runs
     recorder = Recorder(model, monkeypatch)
     args = refine.RefinementArguments(num_samples=2, templates="compare", orders="A", max_new_tokens=6,
-                                      max_prompt_length=MAX_PROMPT, generation_batch_size=8)
+                                      max_prompt_length=MAX_PROMPT, generation_batch_size=8,
+                                      score_with="model")  # the scoring pass sees the ids sampling saw
     groups = refine.prompt_groups([item], tok, args, ["compare"])[0]
     records = refine.process_chunk(0, groups, HFSampler(model, tok, batch_size=8), model, tok, args, [1.0])
     assert recorder.generated == [prompt_ids]  # one prompt, its K samples in one call

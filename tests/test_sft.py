@@ -109,11 +109,12 @@ def test_plain_question_cot_rows_are_accepted(tiny_model_dir):
     assert sum(l != IGNORE_INDEX for l in ex["labels"]) == n_resp
 
 
+@pytest.mark.parametrize("precision", [[], ["--bf16", "true"]], ids=["fp32", "bf16-autocast"])
 def test_a_stopped_sft_run_resumes_from_its_newest_checkpoint_to_the_same_weights(tiny_model_dir, synthetic_dir,
-                                                                                   tmp_path, monkeypatch):
+                                                                                   tmp_path, monkeypatch, precision):
     """What a run longer than one sitting relies on (the CPU recipe's save_steps + resume auto):
     stopped after step 4 of 6 and started again with the same command, it continues from its step-3
-    checkpoint and ends with the weights of an uninterrupted run."""
+    checkpoint and ends with the weights of an uninterrupted run, in fp32 and under bf16 autocast."""
     import run_sft
     from models.sft_trainer import SFTTrainer
 
@@ -121,7 +122,7 @@ def test_a_stopped_sft_run_resumes_from_its_newest_checkpoint_to_the_same_weight
         return ["--config", os.path.join(ROOT, "configs", "sft_demo.yaml"), "--model_name_or_path", tiny_model_dir,
                 "--train_file", os.path.join(synthetic_dir, "sft.jsonl"), "--output_dir", str(out), "--max_steps", "6",
                 "--save_strategy", "steps", "--save_steps", "3", "--resume_from_checkpoint", "auto",
-                "--logging_steps", "1", "--disable_tqdm", "true"]
+                "--logging_steps", "1", "--disable_tqdm", "true", *precision]
 
     run_sft.main(command(tmp_path / "whole"))
     real_step, steps = SFTTrainer.training_step, []

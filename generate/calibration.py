@@ -1,0 +1,190 @@
+"""Does a confidence separate right judgments from wrong ones? GFRIEND's levels rest on the premise
+that exp(-PPL / tau) does; this measures it, and the same for other confidences a refinement run
+gives for free, on the samples refinement logged:
+
+    python -m generate.calibration --refine_dir ckpt/refine        # calibration.md / .json / .png
+
+Confidences (higher = more confident), each of a sampled judgment:
+- `score`: the paper's exp(-PPL / tau), PPL length-normalised over the response tokens;
+- `total_logp`: the response's total log-probability, not length-normalised (-tokens x log PPL);
+- `verdict_prob`: the probability of the verdict token where the judge wrote it (recorded by
+  refinement when it scores with the sampler's log-probs; absent otherwise);
+- `agreement`: the share of the item's samples (all prompts and orders) that pick the same answer.
+
+For each: the AUROC of right against wrong judgments pooled over all samples, and within a prompt
+(only pairs of a right and a wrong judgment of the same item and exact prompt, as refinement's
+pairs are built; 0.5 = no signal), and P(right) above and below the confidence's median. A judgment
+without a verdict is wrong.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections import Counter, defaultdict
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+CONFIDENCES = ("score", "total_logp", "verdict_prob", "agreement")
+
+
+def verdict_token_logp(tokenizer, completion) -> float | None:
+    """The sampled log-probability of the token that holds the verdict letter, where the response's
+    text re-tokenizes to the sampled ids (so a character maps to a sampled token); None otherwise."""
+    from data.tokens import encode_response
+    from generate.parsing import verdict_position
+
+    _, pos = verdict_position(completion.text)
+    if pos is None or completion.logprobs is None or not getattr(tokenizer, "is_fast", False):
+        return None
+    if list(completion.token_ids) != encode_response(tokenizer, completion.text, completion.finished):
+        return None
+    spans = tokenizer(completion.text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    return next((completion.logprobs[i] for i, (start, end) in enumerate(spans) if start <= pos < end), None)
+
+
+def picks(record: dict) -> str | None:
+    """The answer a judgment picks: 'pos', 'neg', or None without a verdict."""
+    if record["verdict"] not in ("A", "B"):
+        return None
+    return "pos" if record["verdict"] == record["pos_slot"] else "neg"
+
+
+def confidences(records: list[dict]) -> dict[str, list[float | None]]:
+    """Each confidence of each record (None where the record cannot give it)."""
+    by_item = defaultdict(Counter)
+    for r in records:
+        by_item[r["item_id"]][picks(r)] += 1
+    out = {name: [] for name in CONFIDENCES}
+    for r in records:
+        out["score"].append(r["score"])
+        tokens = r.get("tokens")
+        out["total_logp"].append(None if tokens is None else -tokens * math.log(r["ppl"]))
+        logp = r.get("verdict_logp")
+        out["verdict_prob"].append(None if logp is None else math.exp(logp))
+        counts = by_item[r["item_id"]]
+        out["agreement"].append(counts[picks(r)] / sum(counts.values()) if picks(r) else 0.0)
+    return out
+
+
+def auroc(right: list[float], wrong: list[float]) -> float | None:
+    """P(a right judgment's confidence > a wrong one's), ties counted half (Mann-Whitney U)."""
+    if not right or not wrong:
+        return None
+    ranked = sorted([(v, 1) for v in right] + [(v, 0) for v in wrong])
+    rank_sum, i = 0.0, 0
+    while i < len(ranked):  # average ranks over ties
+        j = i
+        while j < len(ranked) and ranked[j][0] == ranked[i][0]:
+            j += 1
+        rank_sum += sum(label for _, label in ranked[i:j]) * (i + j + 1) / 2
+        i = j
+    n1, n0 = len(right), len(wrong)
+    return (rank_sum - n1 * (n1 + 1) / 2) / (n1 * n0)
+
+
+def within_prompt_auroc(records: list[dict], values: list[float | None]) -> tuple[float | None, int]:
+    """The AUROC over (right, wrong) pairs of the same item and prompt, every pair counted once:
+    (value, number of pairs)."""
+    groups = defaultdict(lambda: ([], []))
+    for r, v in zip(records, values):
+        if v is not None:
+            groups[(r["item_id"], r["prompt_id"])][0 if r["correct"] else 1].append(v)
+    wins, pairs = 0.0, 0
+    for right, wrong in groups.values():
+        a = auroc(right, wrong)
+        if a is not None:
+            wins += a * len(right) * len(wrong)
+            pairs += len(right) * len(wrong)
+    return (wins / pairs if pairs else None), pairs
+
+
+def calibration(records: list[dict]) -> dict:
+    """The table: per confidence, how many samples have it, pooled and within-prompt AUROC, and
+    P(right) above and below its median; plus the share of right judgments per level."""
+    table = {}
+    for name, values in confidences(records).items():
+        known = [(r, v) for r, v in zip(records, values) if v is not None]
+        if not known:
+            continue
+        right = [v for r, v in known if r["correct"]]
+        wrong = [v for r, v in known if not r["correct"]]
+        median = sorted(v for _, v in known)[len(known) // 2]
+        above = [r["correct"] for r, v in known if v > median]
+        below = [r["correct"] for r, v in known if v <= median]
+        within, pairs = within_prompt_auroc(records, values)
+        table[name] = {"samples": len(known), "auroc": auroc(right, wrong), "auroc_within_prompt": within,
+                       "within_prompt_pairs": pairs,
+                       "p_right_above_median": sum(above) / len(above) if above else None,
+                       "p_right_below_median": sum(below) / len(below) if below else None}
+    levels = defaultdict(list)
+    for r in records:
+        if r.get("level"):
+            levels[r["level"]].append(r["correct"])
+    return {"samples": len(records), "right": sum(r["correct"] for r in records), "confidences": table,
+            "levels": {lv: {"samples": len(v), "p_right": sum(v) / len(v)} for lv, v in sorted(levels.items())}}
+
+
+def _fmt(x, digits=3):
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def markdown(report: dict, source: str) -> str:
+    lines = [f"Calibration of {source}: {report['samples']} judgments, {report['right']} right "
+             f"({100 * report['right'] / max(1, report['samples']):.1f}%). AUROC of right against wrong judgments "
+             "(0.5 = no signal); within a prompt = only pairs of the same item and exact prompt.", "",
+             "| confidence | samples | AUROC pooled | AUROC within prompt (pairs) | P(right) above median | below |",
+             "|---|---|---|---|---|---|"]
+    for name, c in report["confidences"].items():
+        lines.append(f"| {name} | {c['samples']} | {_fmt(c['auroc'])} | {_fmt(c['auroc_within_prompt'])} "
+                     f"({c['within_prompt_pairs']}) | {_fmt(c['p_right_above_median'])} | "
+                     f"{_fmt(c['p_right_below_median'])} |")
+    lines += ["", "| level | samples | share right |", "|---|---|---|"]
+    lines += [f"| {lv} | {v['samples']} | {_fmt(v['p_right'])} |" for lv, v in report["levels"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def figure(records: list[dict], path: str) -> None:
+    """Each confidence's distribution for right and wrong judgments."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = {k: v for k, v in confidences(records).items() if any(x is not None for x in v)}
+    fig, axes = plt.subplots(1, len(values), figsize=(3.2 * len(values), 2.8))
+    for ax, (name, vs) in zip(axes if len(values) > 1 else [axes], values.items()):
+        for correct, colour in ((True, "tab:green"), (False, "tab:red")):
+            xs = [v for r, v in zip(records, vs) if v is not None and r["correct"] == correct]
+            ax.hist(xs, bins=20, alpha=0.6, color=colour, label="right" if correct else "wrong", density=True)
+        ax.set_title(name, fontsize=9)
+    axes_list = axes if len(values) > 1 else [axes]
+    axes_list[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> dict:
+    from utils.io import read_jsonl, write_json
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--refine_dir", required=True, help="a finished refinement's output_dir (samples.jsonl)")
+    p.add_argument("--output_dir", default=None, help="where calibration.{md,json,png} go (default: refine_dir)")
+    a = p.parse_args(argv)
+    records = read_jsonl(os.path.join(a.refine_dir, "samples.jsonl"))
+    out = a.output_dir or a.refine_dir
+    os.makedirs(out, exist_ok=True)
+    report = calibration(records)
+    write_json(os.path.join(out, "calibration.json"), report)
+    text = markdown(report, a.refine_dir)
+    with open(os.path.join(out, "calibration.md"), "w", encoding="utf-8") as f:
+        f.write(text)
+    figure(records, os.path.join(out, "calibration.png"))
+    print(text, end="")
+    return report
+
+
+if __name__ == "__main__":
+    main()
