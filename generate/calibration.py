@@ -100,9 +100,39 @@ def within_prompt_auroc(records: list[dict], values: list[float | None]) -> tupl
     return (wins / pairs if pairs else None), pairs
 
 
-def calibration(records: list[dict]) -> dict:
-    """The table: per confidence, how many samples have it, pooled and within-prompt AUROC, and
-    P(right) above and below its median; plus the share of right judgments per level."""
+def bootstrap_intervals(records: list[dict], values: list[float | None], n_boot: int = 200,
+                        seed: int = 0) -> dict[str, tuple[float, float] | None]:
+    """95% intervals of the pooled and within-prompt AUROC over items resampled with replacement
+    (an item's judgments move together; a drawn copy of an item is an item of its own)."""
+    import random
+
+    by_item = defaultdict(list)
+    for i, r in enumerate(records):
+        if values[i] is not None:
+            by_item[r["item_id"]].append(i)
+    items, rng = sorted(by_item), random.Random(seed)
+    pooled, within = [], []
+    for _ in range(n_boot):
+        drawn, vals = [], []
+        for copy, item in enumerate(rng.choice(items) for _ in items):
+            for i in by_item[item]:
+                drawn.append({**records[i], "item_id": f"{item}#{copy}"})
+                vals.append(values[i])
+        a = auroc([v for r, v in zip(drawn, vals) if r["correct"]], [v for r, v in zip(drawn, vals) if not r["correct"]])
+        w, _ = within_prompt_auroc(drawn, vals)
+        pooled += [a] if a is not None else []
+        within += [w] if w is not None else []
+
+    def interval(xs):
+        xs = sorted(xs)
+        return (xs[int(0.025 * len(xs))], xs[min(len(xs) - 1, int(0.975 * len(xs)))]) if xs else None
+
+    return {"auroc": interval(pooled), "auroc_within_prompt": interval(within)}
+
+
+def calibration(records: list[dict], n_boot: int = 200) -> dict:
+    """The table: per confidence, how many samples have it, pooled and within-prompt AUROC with 95%
+    intervals over items, and P(right) above and below its median; plus the samples per level."""
     table = {}
     for name, values in confidences(records).items():
         known = [(r, v) for r, v in zip(records, values) if v is not None]
@@ -115,7 +145,7 @@ def calibration(records: list[dict]) -> dict:
         below = [r["correct"] for r, v in known if v <= median]
         within, pairs = within_prompt_auroc(records, values)
         table[name] = {"samples": len(known), "auroc": auroc(right, wrong), "auroc_within_prompt": within,
-                       "within_prompt_pairs": pairs,
+                       "within_prompt_pairs": pairs, "intervals": bootstrap_intervals(records, values, n_boot),
                        "p_right_above_median": sum(above) / len(above) if above else None,
                        "p_right_below_median": sum(below) / len(below) if below else None}
     levels = defaultdict(list)
@@ -126,6 +156,10 @@ def calibration(records: list[dict]) -> dict:
             "levels": {lv: {"samples": len(v), "p_right": sum(v) / len(v)} for lv, v in sorted(levels.items())}}
 
 
+def _ci(x) -> str:
+    return "" if not x else f" [{x[0]:.3f}, {x[1]:.3f}]"
+
+
 def _fmt(x, digits=3):
     return "–" if x is None else f"{x:.{digits}f}"
 
@@ -133,15 +167,20 @@ def _fmt(x, digits=3):
 def markdown(report: dict, source: str) -> str:
     lines = [f"Calibration of {source}: {report['samples']} judgments, {report['right']} right "
              f"({100 * report['right'] / max(1, report['samples']):.1f}%). AUROC of right against wrong judgments "
-             "(0.5 = no signal); within a prompt = only pairs of the same item and exact prompt.", "",
+             "(0.5 = no signal) with 95% intervals over items; within a prompt = only pairs of the same item and "
+             "exact prompt, the pairs refinement builds.", "",
              "| confidence | samples | AUROC pooled | AUROC within prompt (pairs) | P(right) above median | below |",
              "|---|---|---|---|---|---|"]
     for name, c in report["confidences"].items():
-        lines.append(f"| {name} | {c['samples']} | {_fmt(c['auroc'])} | {_fmt(c['auroc_within_prompt'])} "
+        ci = c.get("intervals", {})
+        lines.append(f"| {name} | {c['samples']} | {_fmt(c['auroc'])}{_ci(ci.get('auroc'))} | "
+                     f"{_fmt(c['auroc_within_prompt'])}{_ci(ci.get('auroc_within_prompt'))} "
                      f"({c['within_prompt_pairs']}) | {_fmt(c['p_right_above_median'])} | "
                      f"{_fmt(c['p_right_below_median'])} |")
-    lines += ["", "| level | samples | share right |", "|---|---|---|"]
-    lines += [f"| {lv} | {v['samples']} | {_fmt(v['p_right'])} |" for lv, v in report["levels"].items()]
+    levels = ", ".join(f"{lv} {v['samples']}" for lv, v in report["levels"].items())
+    lines += ["", f"Levels: {levels}. Accept or reject comes from the gold label (SA/WA are the right judgments, "
+                  "WR/SR the wrong ones), so what the score adds is only the strong/weak split: P(right) above "
+                  "against below the median score."]
     return "\n".join(lines) + "\n"
 
 

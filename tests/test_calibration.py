@@ -76,6 +76,8 @@ def test_the_report_runs_on_a_refinement(sft_dir, synthetic_dir, tmp_path):
     assert report["samples"] == len(samples) and report["right"] == sum(s["correct"] for s in samples)
     c = report["confidences"]
     assert set(c) == {"score", "total_logp", "verdict_prob", "agreement"}  # sampler scores: every confidence
-    assert all(0.0 <= v["auroc"] <= 1.0 for v in c.values())
+    for v in c.values():
+        lo, hi = v["intervals"]["auroc"]
+        assert 0.0 <= lo <= v["auroc"] <= hi <= 1.0 and lo < hi  # items resampled: an interval, not a point
     assert os.path.getsize(os.path.join(out, "calibration.png")) > 0
     assert "| score |" in open(os.path.join(out, "calibration.md")).read()
