@@ -8,7 +8,8 @@ processor's matrix-multiply peak in both precisions, measured in the same run.
 The steps are the trainers' compute without the Trainer around it: SFT is the NLL of the response
 half of each row, with logits only from the first response position on (models.sft_trainer); M-DPO runs chosen and rejected rows in one forward (`models.logprobs`), and its
 loss against fixed reference log-probs (our trainer precomputes them, so they cost no step time).
-Achieved GFLOP/s counts 6 x parameters x tokens per step (forward and backward), the usual estimate.
+Achieved GFLOP/s counts 6 x (transformer weights x tokens + vocabulary projection x the positions
+it is computed at) per step (forward and backward; `step_flop`).
 bf16 is measured only where the processor has bf16 instructions unless --precisions names it: where
 it is emulated (no AMX, no AVX-512 BF16) a real model's step takes many minutes.
 """
@@ -80,9 +81,21 @@ def measure(model, kind: str, precision: str, rows: int, length: int, steps: int
     model.train()
     seconds = time_steps(model, step, steps)
     tokens = batch["input_ids"].numel()
-    params = sum(p.numel() for p in model.parameters())
     return {"step": kind, "precision": precision, "tokens": tokens, "seconds": seconds,
-            "tokens_per_s": tokens / seconds, "gflops": 6 * params * tokens / seconds / 1e9}
+            "tokens_per_s": tokens / seconds, "gflops": step_flop(model, batch) / seconds / 1e9}
+
+
+def step_flop(model, batch: dict) -> float:
+    """6 x (the weights every token goes through x tokens + the vocabulary projection x the
+    positions it is computed at): forward and backward. The input embedding is a lookup, and the
+    logits are computed from the first response position on (data.collate.logits_to_keep)."""
+    from data.collate import logits_to_keep
+
+    head = model.get_output_embeddings().weight
+    embedding = model.get_input_embeddings().weight
+    body = sum(p.numel() for p in model.parameters() if p is not head and p is not embedding)
+    rows, length = batch["input_ids"].shape
+    return 6.0 * (body * rows * length + head.numel() * rows * logits_to_keep(batch["labels"]))
 
 
 def main(argv=None) -> None:
