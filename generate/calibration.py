@@ -84,44 +84,51 @@ def auroc(right: list[float], wrong: list[float]) -> float | None:
     return (rank_sum - n1 * (n1 + 1) / 2) / (n1 * n0)
 
 
-def within_prompt_auroc(records: list[dict], values: list[float | None]) -> tuple[float | None, int]:
-    """The AUROC over (right, wrong) pairs of the same item and prompt, every pair counted once:
-    (value, number of pairs)."""
+def _within_prompt_wins(records: list[dict], values: list[float | None]) -> dict[str, tuple[float, int]]:
+    """Per item: (pairs a right judgment wins, ties half; pairs) over the (right, wrong) pairs of
+    each of its prompts."""
     groups = defaultdict(lambda: ([], []))
     for r, v in zip(records, values):
         if v is not None:
             groups[(r["item_id"], r["prompt_id"])][0 if r["correct"] else 1].append(v)
-    wins, pairs = 0.0, 0
-    for right, wrong in groups.values():
+    per_item = defaultdict(lambda: (0.0, 0))
+    for (item, _), (right, wrong) in groups.items():
         a = auroc(right, wrong)
         if a is not None:
-            wins += a * len(right) * len(wrong)
-            pairs += len(right) * len(wrong)
+            wins, pairs = per_item[item]
+            per_item[item] = (wins + a * len(right) * len(wrong), pairs + len(right) * len(wrong))
+    return per_item
+
+
+def within_prompt_auroc(records: list[dict], values: list[float | None]) -> tuple[float | None, int]:
+    """The AUROC over (right, wrong) pairs of the same item and prompt, every pair counted once:
+    (value, number of pairs)."""
+    counts = _within_prompt_wins(records, values).values()
+    wins, pairs = sum(w for w, _ in counts), sum(p for _, p in counts)
     return (wins / pairs if pairs else None), pairs
 
 
 def bootstrap_intervals(records: list[dict], values: list[float | None], n_boot: int = 200,
                         seed: int = 0) -> dict[str, tuple[float, float] | None]:
     """95% intervals of the pooled and within-prompt AUROC over items resampled with replacement
-    (an item's judgments move together; a drawn copy of an item is an item of its own)."""
+    (an item's judgments move together). Within-prompt pairs never cross items, so each item's
+    wins and pairs are counted once and a resample only adds them up."""
     import random
 
-    by_item = defaultdict(list)
-    for i, r in enumerate(records):
-        if values[i] is not None:
-            by_item[r["item_id"]].append(i)
+    by_item = defaultdict(lambda: ([], []))  # the item's right and wrong values
+    for r, v in zip(records, values):
+        if v is not None:
+            by_item[r["item_id"]][0 if r["correct"] else 1].append(v)
+    within_counts = _within_prompt_wins(records, values)
     items, rng = sorted(by_item), random.Random(seed)
     pooled, within = [], []
     for _ in range(n_boot):
-        drawn, vals = [], []
-        for copy, item in enumerate(rng.choice(items) for _ in items):
-            for i in by_item[item]:
-                drawn.append({**records[i], "item_id": f"{item}#{copy}"})
-                vals.append(values[i])
-        a = auroc([v for r, v in zip(drawn, vals) if r["correct"]], [v for r, v in zip(drawn, vals) if not r["correct"]])
-        w, _ = within_prompt_auroc(drawn, vals)
+        drawn = [rng.choice(items) for _ in items]
+        a = auroc([v for item in drawn for v in by_item[item][0]], [v for item in drawn for v in by_item[item][1]])
+        wins = sum(within_counts.get(item, (0.0, 0))[0] for item in drawn)
+        pairs = sum(within_counts.get(item, (0.0, 0))[1] for item in drawn)
         pooled += [a] if a is not None else []
-        within += [w] if w is not None else []
+        within += [wins / pairs] if pairs else []
 
     def interval(xs):
         xs = sorted(xs)
