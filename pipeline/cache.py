@@ -205,13 +205,32 @@ class StageRecord:
             return json.load(f)
 
     def start(self, fingerprint: dict, command: str) -> None:
+        """Mark the stage running. Over a stopped attempt (a resume), keep what that attempt spent, so
+        a stage run across sittings reports its whole wall time."""
         os.makedirs(self.directory, exist_ok=True)
+        old = self.load()
+        earlier = []
+        if old is not None and old.get("status") == "running":
+            earlier = [*old.get("earlier_attempts", []), self._stopped_attempt(old)]
         write_json(self.path, {"status": "running", "fingerprint": fingerprint, "command": command,
-                               "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+                               "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "earlier_attempts": earlier})
+
+    def _stopped_attempt(self, record: dict) -> dict:
+        """A stopped attempt's span: from its start to the newest file it wrote (a killed process
+        writes no end time; its last chunk or checkpoint is the last work it kept)."""
+        newest = max((os.path.getmtime(os.path.join(d, f)) for d, _, files in os.walk(self.directory)
+                      for f in files if os.path.join(d, f) != self.path), default=None)
+        started = time.mktime(time.strptime(record["started"], "%Y-%m-%dT%H:%M:%S"))
+        kept = 0.0 if newest is None else max(0.0, newest - started)
+        return {"started": record["started"], "wall_s_to_last_output": round(kept, 1)}
 
     def finish(self, wall_s: float) -> dict:
-        record = {**self.load(), "status": "done", "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                  "wall_s": round(wall_s, 1), "commit": git_commit()}
+        """Mark the stage done; wall_s counts this attempt and every stopped one before it."""
+        old = self.load()
+        earlier = sum(e["wall_s_to_last_output"] for e in old.get("earlier_attempts", []))
+        record = {**old, "status": "done", "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                  "wall_s": round(wall_s + earlier, 1), "wall_s_last_attempt": round(wall_s, 1),
+                  "attempts": 1 + len(old.get("earlier_attempts", [])), "commit": git_commit()}
         write_json(self.path, record)
         return record
 

@@ -138,7 +138,8 @@ def study_figure(per_seed: list[dict], path: str) -> None:
 def manifest(wall_s: dict[int, float], commit: str | None, stages: dict[int, dict] | None = None) -> dict:
     """How a study's numbers were made: enough to trace them and to compare two machines' runs.
     `wall_s` is this invocation's time per seed; `stages` every stage behind the table per seed
-    (wall seconds, commit, finished), reused ones included, and `stages_wall_s` their sum."""
+    (wall seconds over all its attempts, attempts, commit, finished), reused ones included, and
+    `stages_wall_s` their sum: the whole cost of a run made across sittings."""
     threads = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
                              capture_output=True, text=True).stdout.strip()
     cpu = platform.processor()

@@ -20,7 +20,7 @@ from pipeline.arguments import PipelineArguments
 from pipeline.cache import (StageRecord, code_version, decide, digest, flags_of, library_versions, script_of,
                             settings_of)
 from pipeline.reports import read_result, results_table
-from pipeline.stages import ALL_STAGES, JUDGES, STAGES
+from pipeline.stages import ALL_STAGES, JUDGES, STAGES, judge_name
 from utils.fingerprint import file_fingerprint, model_fingerprint
 from utils.io import DataError
 
@@ -83,7 +83,8 @@ class SeedRun:
     def judges(self) -> list[tuple[str, str, str, str]]:
         """(key, display name, checkpoint, model type) of every judge to evaluate."""
         stages = self.judge_stages()
-        return [(key, name, self.paths[stage], kind) for key, name, stage, kind in JUDGES if stage in stages]
+        return [(key, judge_name(self.a, key), self.paths[stage], kind) for key, _, stage, kind in JUDGES
+                if stage in stages]
 
     # -- the cache --
     def record(self, stage: str) -> StageRecord:
@@ -170,7 +171,7 @@ class SeedRun:
         A reused stage gives the run that made it, so a table's manifest covers every run behind
         it, incremental additions included."""
         records = {s: self.record(s).load() for s in self.stages if not self.external(s)}
-        return {prefix + s: {k: r.get(k) for k in ("wall_s", "commit", "finished")} for s, r in records.items()
+        return {prefix + s: {k: r.get(k) for k in ("wall_s", "attempts", "commit", "finished")} for s, r in records.items()
                 if r and r.get("status") == "done"}
 
     # -- rounds --

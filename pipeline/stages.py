@@ -11,6 +11,7 @@ import os
 import shlex
 import sys
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable
 
 # (key, name in tables, stage that trains it, model type). The SFT judge is always evaluated; the
@@ -21,6 +22,9 @@ JUDGES = (("base", "Base model (zero-shot)", "tiny", "generative"),
           ("rft", "RFT (NLL on refined chosen)", "rft", "generative"),
           ("label_mdpo", "w/o CoT-S (label pairs)", "label_mdpo", "generative"),
           ("gfriend", "GFRIEND (M-DPO)", "mdpo", "generative"))
+# Judges trained by M-DPO's trainer: their table names also say which loss ran, as the settings give
+# it (GFRIEND's DPO term may carry an NLL term, and RFT is that term alone).
+LOSS_NAMED = {"dpo": "w/o M-DPO", "rft": "RFT", "label_mdpo": "w/o CoT-S", "gfriend": "GFRIEND"}
 SHARED_STAGES = ("tiny", "data", "sft")  # a label curve or sweep runs these once per seed, the rest per variant
 # Refinement settings that only rebuild levels and pairs from the logged judgments (a sweep over them reuses the samples).
 PAIR_SETTINGS = ("threshold", "max_pairs_per_item", "unfinished", "drop_unparseable")
@@ -64,17 +68,61 @@ def _refine(r) -> list[list[str]]:
             _python("-m", "generate.calibration", "--refine_dir", p["refine"])]  # do the levels carry signal?
 
 
+def trainer_flags(a, stage: str) -> list[str]:
+    """The flags that set a trainer stage's loss: its config, mdpo_args and the stage's own variant."""
+    variant = {"dpo": ["--weighting", "none"], "rft": shlex.split(a.rft_args)}.get(stage, [])
+    return ["--config", a.mdpo_config, *shlex.split(a.mdpo_args), *variant]
+
+
 def _trainer(stage: str) -> Callable:
     """M-DPO's trainer on refined pairs (mdpo; dpo: no level weights; rft: the NLL term alone) or on
     label pairs (label_mdpo, the "w/o CoT-S" ablation)."""
     def commands(r) -> list[list[str]]:
         a, p = r.a, r.paths
         pairs = os.path.join(p["label_pairs" if stage == "label_mdpo" else "refine"], "pairs.jsonl")
-        variant = {"dpo": ["--weighting", "none"], "rft": shlex.split(a.rft_args)}.get(stage, [])
-        return [_python("run_m_dpo.py", "--config", a.mdpo_config, "--model_name_or_path", p["sft"],
+        flags = trainer_flags(a, stage)
+        return [_python("run_m_dpo.py", *flags[:2], "--model_name_or_path", p["sft"],
                         "--pairs_file", pairs, "--output_dir", p[stage], "--seed", str(a.seed),
-                        *r.lengths(), *shlex.split(a.mdpo_args), *variant)]
+                        *r.lengths(), *flags[2:])]
     return commands
+
+
+# The trainer settings that decide its loss, with their types (a list for nargs="+").
+LOSS_SETTINGS = {"loss_type": [str], "loss_weights": [float], "weighting": str, "rpo_alpha": float, "dpo_weight": float}
+
+
+@lru_cache(maxsize=64)
+def loss_name(flags: tuple[str, ...]) -> str:
+    """What a trainer run's loss is, from its config and flags as run_m_dpo.py reads them (a flag
+    over the config): "M-DPO + 16×NLL", "plain DPO + 16×NLL", "16×NLL"."""
+    import argparse
+
+    import yaml
+
+    from models.m_dpo_trainer import MDPOConfig
+
+    with open(flags[1], encoding="utf-8") as f:
+        settings = {k: v for k, v in (yaml.safe_load(f) or {}).items() if k in LOSS_SETTINGS}
+    parser = argparse.ArgumentParser(add_help=False)
+    for key, kind in LOSS_SETTINGS.items():
+        parser.add_argument(f"--{key}", nargs="+" if isinstance(kind, list) else None,
+                            type=kind[0] if isinstance(kind, list) else kind)
+    given, _ = parser.parse_known_args(list(flags[2:]))
+    settings.update({k: v for k, v in vars(given).items() if v is not None})
+    cfg = MDPOConfig(output_dir=os.devnull, **settings)
+    terms, parts = cfg.loss_term_weights, []
+    for term, name in (("sigmoid", "M-DPO" if cfg.weighting != "none" else "plain DPO"), ("sft", "NLL")):
+        if term in terms:
+            parts.append(name if terms[term] == 1 else f"{terms[term]:g}×{name}")
+    return " + ".join(parts)
+
+
+def judge_name(a, key: str) -> str:
+    """A judge's table name under settings `a` (for a trainer's judge, with the loss that ran)."""
+    if key not in LOSS_NAMED:
+        return next(name for k, name, _, _ in JUDGES if k == key)
+    on = " on label pairs" if key == "label_mdpo" else ""
+    return f"{LOSS_NAMED[key]} ({loss_name(tuple(trainer_flags(a, {'gfriend': 'mdpo'}.get(key, key))))}{on})"
 
 
 def _label_pairs(r) -> list[list[str]]:

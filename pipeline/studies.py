@@ -19,7 +19,7 @@ from pipeline.cache import git_commit
 from pipeline.reports import (label_curve_figure, label_curve_table, manifest, read_result, study_figure, study_table,
                               sweep_table)
 from pipeline.runner import SeedRun
-from pipeline.stages import JUDGES, PAIR_SETTINGS, SHARED_STAGES
+from pipeline.stages import JUDGES, PAIR_SETTINGS, SHARED_STAGES, judge_name
 from utils.io import DataError, write_json
 
 
@@ -108,7 +108,8 @@ def run_label_curve(a: PipelineArguments) -> None:
     for r in runs.values():
         r["per"] = {int(name[1:]): files for name, files in r["per"].items()}
     stages = a.stage_list()
-    judges = [(key, name) for key, name, stage, _ in JUDGES if key == "sft" or (key != "base" and stage in stages)]
+    judges = [(key, judge_name(a, key)) for key, _, stage, _ in JUDGES
+              if key == "sft" or (key != "base" and stage in stages)]
     judges += [(key, name) for key, name, _ in SeedRun(a).round_judges()]
     write_report(a, label_curve_table(runs, counts, judges, a.eval_split), "label_curve.md", wall, commit,
                  {seed: r["stages"] for seed, r in runs.items()})
@@ -122,7 +123,8 @@ def run_sweep(a: PipelineArguments) -> None:
     variants = sweep_variants(a)
     runs, wall, commit = run_variants(a, variants)
     stages = a.stage_list()
-    judges = [(key, name) for key, name, stage, _ in JUDGES if key not in ("sft", "base") and stage in stages]
+    judges = [(key, judge_name(a, key)) for key, _, stage, _ in JUDGES
+              if key not in ("sft", "base") and stage in stages]
     write_report(a, sweep_table(runs, [v.name for v in variants], judges, a.eval_split), "sweep.md", wall, commit,
                  {seed: r["stages"] for seed, r in runs.items()})
 

@@ -76,10 +76,10 @@ def test_the_curve_table_reports_each_method_and_gfriends_paired_differences(cur
     gf8 = item_scores(str(run / "n12" / "eval" / "gfriend.json"))
     gf = 100 * sum(gf8.values()) / 12
     assert f"| SFT judge | {sft:.1f} ± 0.0 | {sft:.1f} ± 0.0 |" in table
-    assert "| GFRIEND (M-DPO) | " in table and f"{gf:.1f} ± 0.0 |\n" in table
+    assert "| GFRIEND (M-DPO + 16×NLL) | " in table and f"{gf:.1f} ± 0.0 |\n" in table
     row = next(line for line in table.splitlines() if line.startswith("| GFRIEND − SFT judge"))
     assert row.endswith("|") and row.count("[") == 2 and f"{gf - sft:+.1f} [" in row.split("|")[-2]
-    assert "| GFRIEND − RFT (NLL on refined chosen) |" in table
+    assert "| GFRIEND − RFT (16×NLL) |" in table
     assert (run / "curve.png").stat().st_size > 10_000
     manifest = json.loads((run / "manifest.json").read_text())
     assert list(manifest["wall_s_per_seed"]) == ["0"]
@@ -108,8 +108,8 @@ def test_a_sweep_runs_every_setting_from_the_same_sft_judge_and_judgments(curve)
     assert str(q03 / "refine" / "pairs.jsonl") in (q03 / "mdpo" / "run_config.yaml").read_text()
     table = (run / "sweep.md").read_text()
     gf = 100 * sum(item_scores(str(q03 / "eval" / "gfriend.json")).values()) / 12
-    assert f"| threshold=q0.3 | GFRIEND (M-DPO) | {gf:.1f} | {gf:.1f} ± 0.0 |" in table
-    assert "| (none) | SFT judge |" in table and "| threshold=median | RFT (NLL on refined chosen) |" in table
+    assert f"| threshold=q0.3 | GFRIEND (M-DPO + 16×NLL) | {gf:.1f} | {gf:.1f} ± 0.0 |" in table
+    assert "| (none) | SFT judge |" in table and "| threshold=median | RFT (16×NLL) |" in table
 
 
 def test_a_sweep_grid_sends_pair_settings_to_refinement_and_the_rest_to_the_trainers():

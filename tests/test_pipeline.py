@@ -29,7 +29,7 @@ def test_every_stage_hands_its_files_to_the_next(pipeline):
         r = res["results"]["test.jsonl"]
         assert r["n"] == 8 and 0.0 <= r["accuracy"] <= 1.0 and res["model"] == str(run / model)
     table = (run / "eval" / "table.md").read_text()
-    assert all(f"| {name} |" in table for name in ("Base model (zero-shot)", "SFT judge", "BT-model", "GFRIEND (M-DPO)"))
+    assert all(f"| {name} |" in table for name in ("Base model (zero-shot)", "SFT judge", "BT-model", "GFRIEND (M-DPO + 16×NLL)"))
     for stage in ("sft", "refine", "mdpo", "bt", "eval"):
         assert f"[{stage}] finished in" in stdout
 
@@ -72,6 +72,10 @@ def test_a_stage_reruns_exactly_when_what_produced_it_changed(pipeline):
     record.write_text(json.dumps({**state, "status": "running"}))
     said = _lines(run_cli("run_pipeline.py", "--config", str(cfg)).stdout)
     assert said["mdpo"] == "resuming: it stopped before the end" and said["eval"] == "running: mdpo ran again"
+    resumed = json.loads(record.read_text())  # its wall time counts the stopped attempt's too
+    stopped = resumed["earlier_attempts"][0]["wall_s_to_last_output"]
+    assert resumed["attempts"] == 2 and stopped > 0
+    assert resumed["wall_s"] == pytest.approx(resumed["wall_s_last_attempt"] + stopped, abs=0.11)
     record.unlink()
     said = _lines(run_cli("run_pipeline.py", "--config", str(cfg), "--stages", "mdpo").stdout)
     assert said == {"mdpo": "running: no record of a finished run"}
@@ -95,6 +99,20 @@ def test_settings_are_compared_as_values_and_code_by_what_a_stage_imports():
     sft = {os.path.relpath(f, ROOT) for f in source_files("run_sft.py")}
     assert {"run_sft.py", "models/sft_trainer.py", "data/templates.py", "utils/io.py"} <= sft
     assert not any(f.startswith(("pipeline/", "generate/")) or f == "run_eval.py" for f in sft)  # reports, other stages
+
+
+def test_trained_judges_are_named_by_the_loss_their_settings_give(tmp_path):
+    from pipeline.arguments import PipelineArguments
+    from pipeline.stages import judge_name
+
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("weighting: levels\nbeta: 0.1\n")
+    a = PipelineArguments(mdpo_config="configs/mdpo_demo.yaml", rft_args="--loss_type sft --loss_weights 16")
+    assert judge_name(a, "gfriend") == "GFRIEND (M-DPO + 16×NLL)" and judge_name(a, "rft") == "RFT (16×NLL)"
+    assert judge_name(a, "dpo") == "w/o M-DPO (plain DPO + 16×NLL)" and judge_name(a, "sft") == "SFT judge"
+    b = PipelineArguments(mdpo_config=str(plain), mdpo_args="--rpo_alpha 2 --dpo_weight 0.5", rft_args="--loss_type sft")
+    assert judge_name(b, "gfriend") == "GFRIEND (0.5×M-DPO + 2×NLL)"  # flags over the config, aliases read
+    assert judge_name(PipelineArguments(mdpo_config=str(plain)), "label_mdpo") == "w/o CoT-S (M-DPO on label pairs)"
 
 
 def test_settings_that_cannot_be_combined_are_refused_in_one_line():

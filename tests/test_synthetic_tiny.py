@@ -39,6 +39,19 @@ def test_synthetic_splits_are_seeded_disjoint_and_labelled(tmp_path):
             assert "right" in good and "wrong" not in good and "wrong" in bad
 
 
+def test_each_split_is_independent_of_the_others_sizes(tmp_path):
+    small, large = tmp_path / "small", tmp_path / "large"
+    build(str(small), seed=2, n_sft=150, n_prefs=30, n_val=10, n_test=40)
+    build(str(large), seed=2, n_sft=150, n_prefs=90, n_val=25, n_test=40)
+    for name in ("sft", "test"):  # more labelled and validation pairs move no SFT or test row
+        assert (small / f"{name}.jsonl").read_bytes() == (large / f"{name}.jsonl").read_bytes(), name
+    for name, n in (("prefs", 30), ("val", 10)):  # and a larger split begins with the smaller one
+        assert _read(large / f"{name}.jsonl")[:n] == _read(small / f"{name}.jsonl"), name
+    questions = {name: {r["question"] for r in _read(large / f"{name}.jsonl")} for name in ("sft", "prefs", "val", "test")}
+    assert not (questions["prefs"] | questions["val"] | questions["sft"]) & questions["test"]
+    assert len(questions["prefs"]) == 90 and len(questions["test"]) == 40
+
+
 def test_the_sft_teacher_guesses_on_two_thirds_of_the_safety_requests(tmp_path):
     from toy.task import BENIGN, HARMFUL, KNOWN_REQUESTS, REFUSALS
 

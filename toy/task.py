@@ -11,7 +11,9 @@ Three families, each item labelled with its `category`:
 
 Writes `sft.jsonl` (judge-form rows with the teacher's chains of thought), `prefs.jsonl` (the
 few-shot labelled pairs), `val.jsonl` and `test.jsonl` (held-out pairs). No question appears in
-two files. The SFT set stands in for what pretraining gives a real LLM, so it may be large; it
+two files: each split owns a fixed share of the question space and draws from its own random
+stream, so changing one split's size changes no other split's rows, and a larger split begins with
+the rows of a smaller one (a label curve's first n pairs are the same at every n). The SFT set stands in for what pretraining gives a real LLM, so it may be large; it
 still lacks what only the labelled pairs teach (which of the teacher's unknown safety requests are
 harmful).
 
@@ -20,6 +22,7 @@ harmful).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import random
 
@@ -143,22 +146,49 @@ FAMILIES = {"arithmetic": _arithmetic, "instruction": _instruction, "safety": _s
 
 
 def generate_items(n: int, rng: random.Random, seen: set[str], families=tuple(FAMILIES),
-                   distinct: bool = True, sft: bool = False) -> list[dict]:
-    """`n` items with questions not in `seen`, families in turn. With `distinct`, the new
-    questions are added to `seen`, so they are also distinct from each other. `sft` items are the
-    teacher's, who guesses on the safety requests it does not know."""
+                   distinct: bool = True, sft: bool = False, keep=None) -> list[dict]:
+    """`n` items with questions not in `seen` (and, given `keep`, only questions it accepts),
+    families in turn. With `distinct`, the new questions are added to `seen`, so they are also
+    distinct from each other. `sft` items are the teacher's, who guesses on the safety requests it
+    does not know."""
     items, tries = [], 0
     while len(items) < n:
         tries += 1
         if tries > 200 * (n + 10):
             raise RuntimeError("ran out of distinct synthetic questions; lower the counts")
         item = FAMILIES[families[len(items) % len(families)]](rng, sft)
-        if item["question"] in seen:
+        if item["question"] in seen or (keep is not None and not keep(item["question"])):
             continue
         if distinct:
             seen.add(item["question"])
         items.append(item)
     return items
+
+
+# The share of the question space each split draws from. The smallest family (safety) has 2,304
+# questions, so its 15% holds the 200 safety items of 600 test pairs, and its 35% those of 1,200
+# labelled pairs.
+SPLIT_SHARES = {"prefs": 0.35, "val": 0.10, "test": 0.15, "sft": 0.40}
+
+
+def split_of(question: str, seed: int) -> str:
+    """The split a question belongs to: a seeded hash of its text, so the partition is fixed before
+    any split is drawn and no split's size can move a question into or out of another."""
+    u = int.from_bytes(hashlib.sha256(f"{seed}\0{question}".encode()).digest()[:8], "big") / 2 ** 64
+    for name, share in SPLIT_SHARES.items():
+        if u < share:
+            return name
+        u -= share
+    return "sft"
+
+
+def split_items(name: str, n: int, seed: int) -> list[dict]:
+    """`n` items of one split from the split's own random stream, inside its share of questions."""
+    rng = random.Random(f"{seed}:{name}")
+    keep = lambda q: split_of(q, seed) == name  # noqa: E731
+    # SFT chains of thought may repeat a question among themselves (a tiny model without
+    # pretraining needs many); labelled and held-out questions are distinct.
+    return generate_items(n, rng, set(), keep=keep, distinct=name != "sft", sft=name == "sft")
 
 
 def to_sft_row(item: dict, rng: random.Random) -> dict:
@@ -181,14 +211,10 @@ def reference_response(item: dict, answer_a: str, answer_b: str, verdict: str) -
 
 def build(output_dir: str, seed: int = 0, n_sft: int = 20000, n_prefs: int = 1000, n_val: int = 200,
           n_test: int = 600) -> dict[str, int]:
-    rng = random.Random(seed)
-    seen: set[str] = set()
-    splits = {}
-    for name, n in (("prefs", n_prefs), ("val", n_val), ("test", n_test)):
-        splits[name] = [to_pref_row(it, i, name) for i, it in enumerate(generate_items(n, rng, seen))]
-    # SFT chains of thought may repeat a question among themselves (a tiny model without
-    # pretraining needs many), but never one of the labelled or held-out questions.
-    splits["sft"] = [to_sft_row(it, rng) for it in generate_items(n_sft, rng, seen, distinct=False, sft=True)]
+    splits = {name: [to_pref_row(it, i, name) for i, it in enumerate(split_items(name, n, seed))]
+              for name, n in (("prefs", n_prefs), ("val", n_val), ("test", n_test))}
+    sft_rng = random.Random(f"{seed}:sft-slots")  # which slot holds the better answer in each SFT row
+    splits["sft"] = [to_sft_row(it, sft_rng) for it in split_items("sft", n_sft, seed)]
     os.makedirs(output_dir, exist_ok=True)
     for name, rows in splits.items():
         write_jsonl(os.path.join(output_dir, f"{name}.jsonl"), rows)
