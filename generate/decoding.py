@@ -7,7 +7,9 @@ savings that matter when a judge samples many judgments per prompt on a CPU (doc
   (`generate` keeps every row until the longest one ends, and judgment lengths vary by 2x and more);
 - **the log-probs come free**: each sampled token's log-probability before temperature and top-p
   (what a perplexity is made of) is read off the logits the step computed anyway, so refinement can
-  score its samples without a second forward pass (`--score_with sampler`), as with vLLM.
+  score its samples without a second forward pass (`--score_with sampler`), as with vLLM; and so do
+  the logits of a few watched tokens at every step (the judge's verdict letters: P(A better) is read
+  where the judge wrote its letter, without a second pass over prompt and judgment).
 
 Rows are left-padded with their own positions, so a padded row samples what it would alone (up to
 float rounding). The random stream is a `torch.Generator` seeded by the caller: the same prompts,
@@ -27,6 +29,7 @@ class Sampled(NamedTuple):
     token_ids: list[int]  # the sampled ids, the stop token included when the row finished
     logprobs: list[float]  # log p of each sampled id under the model (temperature 1, no top-p)
     finished: bool  # a stop token was sampled before max_new_tokens
+    watched: list[tuple[float, ...]] | None = None  # per step, the raw logits of the watched ids (watch_ids)
 
 
 @functools.lru_cache(maxsize=None)
@@ -60,9 +63,10 @@ def draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor
 @torch.no_grad()
 def sample_batch(model, prompts: list[list[int]], num_samples: int, temperature: float, max_new_tokens: int,
                  stop_ids: list[int], pad_id: int, generator: torch.Generator | None = None,
-                 top_p: float = 1.0) -> list[Sampled]:
+                 top_p: float = 1.0, watch_ids: list[int] | None = None) -> list[Sampled]:
     """`num_samples` continuations of every prompt (token ids), prompt-major: the samples of
-    prompts[i] are rows i*K .. i*K+K-1. Greedy when temperature == 0."""
+    prompts[i] are rows i*K .. i*K+K-1. Greedy when temperature == 0. With `watch_ids`, each row
+    also keeps, step by step, the logits those ids had where its token was sampled."""
     device = next(model.parameters()).device
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
@@ -84,6 +88,8 @@ def sample_batch(model, prompts: list[list[int]], num_samples: int, temperature:
     stops = torch.tensor(stop_ids, device=device)
     tokens: list[list[int]] = [[] for _ in range(n)]
     logps: list[list[float]] = [[] for _ in range(n)]
+    watched: list[list[tuple]] | None = None if watch_ids is None else [[] for _ in range(n)]
+    watch = None if watch_ids is None else torch.tensor(watch_ids, device=device)
     finished = [False] * n
     for step in range(max_new_tokens):
         if temperature > 0:
@@ -97,6 +103,9 @@ def sample_batch(model, prompts: list[list[int]], num_samples: int, temperature:
             tokens[row].append(t)
             logps[row].append(lp)
             finished[row] = s
+        if watch is not None:
+            for row, values in zip(alive.tolist(), logits.index_select(1, watch).tolist()):
+                watched[row].append(tuple(values))
         if step == max_new_tokens - 1 or bool(stopped.all()):
             break
         if bool(stopped.any()):  # finished rows leave the batch and its cache
@@ -107,4 +116,5 @@ def sample_batch(model, prompts: list[list[int]], num_samples: int, temperature:
         logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_position[:, None],
                        **with_cache).logits[:, -1].float()
         next_position = next_position + 1
-    return [Sampled(t, lp, f) for t, lp, f in zip(tokens, logps, finished)]
+    return [Sampled(t, lp, f, None if watched is None else w)
+            for t, lp, f, w in zip(tokens, logps, finished, watched or [None] * n)]

@@ -20,6 +20,8 @@ says whether both orders picked the same answer.
 """
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -50,6 +52,8 @@ class Judge:
         self.max_new_tokens, self.max_prompt_length = max_new_tokens, max_prompt_length
         self.num_samples, self.temperature, self.batch_size = num_samples, temperature, batch_size
         self.sampler = sampler or HFSampler(model, tokenizer, batch_size=batch_size)
+        if isinstance(self.sampler, HFSampler):  # the letters' logits come out of the sampling loop
+            self.sampler.watch_ids = letter_token_ids(tokenizer)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | None = None, dtype: str = "auto", device: str | None = None,
@@ -81,7 +85,7 @@ class Judge:
         outs = self.sampler.generate(prompts, self.num_samples, 0.0 if greedy else self.temperature,
                                      self.max_new_tokens, seed=seed)
         letters = [[verdict_position(c.text) for c in completions] for completions in outs]
-        p_letter_a = self.letter_probabilities([(p, c.text, pos) for p, completions, found in zip(prompts, outs, letters)
+        p_letter_a = self.letter_probabilities([(p, c, pos) for p, completions, found in zip(prompts, outs, letters)
                                                 for c, (_, pos) in zip(completions, found)])
         judgments, k = [], 0
         for i in range(len(rows)):
@@ -101,28 +105,37 @@ class Judge:
             judgments.append(_combine(orders))
         return judgments
 
-    def letter_probabilities(self, judged: list[tuple[str, str, int | None]]) -> list[float | None]:
-        """P(letter A) / (P(letter A) + P(letter B)) at each response's verdict position, or None
-        where there is none. The context is the prompt and the response up to the letter,
-        tokenized as training tokenizes them; the letters are the two tokens where "...A" and
-        "...B" part (in the case the judge wrote)."""
+    def letter_probabilities(self, judged: list[tuple]) -> list[float | None]:
+        """P(letter A) / (P(letter A) + P(letter B)) at each (prompt, completion, verdict position)'s
+        letter, or None where there is none. The context is the prompt and the response up to the
+        letter, tokenized as training tokenizes them; the letters are the two tokens where "...A" and
+        "...B" part (in the case the judge wrote). Where the sampled ids are that context, the
+        letters' logits are the ones the sampling loop kept at that step (HF sampler); otherwise a
+        forward pass reads them (or, for a vLLM judge, the engine)."""
         tok = self.tokenizer
         contexts, letter_ids, where = [], [], []
-        for n, (prompt, response, pos) in enumerate(judged):
+        out: list[float | None] = [None] * len(judged)
+        for n, (prompt, completion, pos) in enumerate(judged):
             if pos is None:
                 continue
+            response = completion.text
             a, b = ("A", "B") if response[pos].isupper() else ("a", "b")
             with_a = tok(response[:pos] + a, add_special_tokens=False)["input_ids"]
             with_b = tok(response[:pos] + b, add_special_tokens=False)["input_ids"]
             split = next(i for i, (x, y) in enumerate(zip(with_a, with_b)) if x != y)
+            pair = (with_a[split], with_b[split])
+            seen = completion.watched
+            if (seen is not None and pair[0] in seen and pair[1] in seen and len(completion.token_ids) > split
+                    and list(completion.token_ids[:split]) == with_a[:split]):
+                out[n] = 1.0 / (1.0 + math.exp(seen[pair[1]][split] - seen[pair[0]][split]))
+                continue
             contexts.append(encode_prompt(tok, prompt) + with_a[:split])
-            letter_ids.append((with_a[split], with_b[split]))
+            letter_ids.append(pair)
             where.append(n)
-        if self.model is None:  # a vLLM judge: the engine reads the two letters' log-probs itself
+        if contexts and self.model is None:  # a vLLM judge: the engine reads the two letters' log-probs itself
             probs = self.sampler.letter_probabilities(contexts, letter_ids)
         else:
-            probs = self._next_token_probabilities(contexts, letter_ids)
-        out: list[float | None] = [None] * len(judged)
+            probs = self._next_token_probabilities(contexts, letter_ids) if contexts else []
         for n, p in zip(where, probs):
             out[n] = p
         return out
@@ -154,6 +167,15 @@ def both_orders(tokenizer, template: str, row: dict, max_prompt_length: int | No
     """(prompt, shortened) of a row asked as given and with the answers swapped."""
     return [fit_judge_prompt(tokenizer, template, row["question"], a, b, max_prompt_length)
             for a, b in ((row["answer_a"], row["answer_b"]), (row["answer_b"], row["answer_a"]))]
+
+
+@functools.lru_cache(maxsize=8)
+def letter_token_ids(tokenizer) -> list[int]:
+    """Every token that reads as a verdict letter A, B, a or b (with or without a leading space):
+    the ids whose logits the sampling loop keeps for P(A better)."""
+    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    return [i for i, t in enumerate(tokens)
+            if t is not None and tokenizer.convert_tokens_to_string([t]).strip() in ("A", "B", "a", "b")]
 
 
 TIE = 1e-3  # |P(A better) - 0.5| below this is no verdict

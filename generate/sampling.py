@@ -27,6 +27,7 @@ class Completion(NamedTuple):
     finished: bool  # False when generation was cut at max_new_tokens before the end of the turn
     token_ids: tuple | None = None  # the sampled ids, when the backend reports them (vLLM)
     logprobs: tuple | None = None  # their log-probs before temperature and top-p, when asked for (vLLM)
+    watched: dict | None = None  # {token id: its raw logit at each step}, for the HF sampler's watch_ids
 
 
 class Sampler(Protocol):
@@ -47,6 +48,7 @@ class HFSampler:
         self.batch_size = batch_size  # sequences per call, samples included
         self.top_p = top_p
         self.stop_ids = stop_token_ids(tokenizer)
+        self.watch_ids: list[int] | None = None  # ids whose logits every step keeps (the judge's letters)
 
     def generate(self, prompts, num_samples, temperature, max_new_tokens, seed):
         if temperature <= 0 and num_samples > 1:  # greedy decoding gives one judgment per prompt: its copies
@@ -63,11 +65,12 @@ class HFSampler:
         for start in range(0, len(order), per_call):
             idx = order[start : start + per_call]
             rows = sample_batch(model, [encoded[i] for i in idx], num_samples, temperature, max_new_tokens,
-                                self.stop_ids, tok.pad_token_id, generator, self.top_p)
+                                self.stop_ids, tok.pad_token_id, generator, self.top_p, self.watch_ids)
             texts = tok.batch_decode([r.token_ids for r in rows], skip_special_tokens=True)
             for n, i in enumerate(idx):
                 out[i] = [Completion(texts[j].strip(), rows[j].finished, tuple(rows[j].token_ids),
-                                     tuple(rows[j].logprobs)) for j in range(n * num_samples, (n + 1) * num_samples)]
+                                     tuple(rows[j].logprobs), _by_id(self.watch_ids, rows[j].watched))
+                          for j in range(n * num_samples, (n + 1) * num_samples)]
         model.train(was_training)
         return out
 
@@ -84,6 +87,13 @@ class HFSampler:
             for i, ppl in zip(redo, ppls):
                 sums[i] = -math.log(ppl) * max(1, counts[i])
         return sums, counts, again
+
+
+def _by_id(ids: list[int] | None, steps: list[tuple] | None) -> dict | None:
+    """Per-step logits of watched ids as {id: (logit at step 0, step 1, ...)}."""
+    if ids is None or steps is None:
+        return None
+    return {token: tuple(step[k] for step in steps) for k, token in enumerate(ids)}
 
 
 def sampled_logps(tokenizer, completions: list[Completion]) -> tuple[list[float | None], list[int], list[bool]]:

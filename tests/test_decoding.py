@@ -69,7 +69,9 @@ def test_samples_follow_the_seed_and_their_log_probs_are_the_models(judge):
     assert all(len({c.token_ids for c in out}) > 1 for out in first[:3])  # K samples, not K copies
     flat = [(p, c) for p, out in zip(prompts, first) for c in out]
     sums, counts, again = sampler.sequence_logps([p for p, _ in flat], [c for _, c in flat])
-    assert not any(again)  # this tokenizer re-tokenizes its own samples to the sampled ids
+    # nearly every sample re-tokenizes to the ids it was sampled as; at temperature 1 a few hold a split
+    # the tokenizer would merge (" " + "a" for " a"), and those are scored again by a forward pass
+    assert sum(again) <= len(again) // 8
     ppl = response_perplexities(model, tok, [p for p, _ in flat], [c.text for _, c in flat], 16,
                                 finished=[c.finished for _, c in flat])
     for s, n, reference in zip(sums, counts, ppl):

@@ -41,6 +41,28 @@ def test_p_a_is_a_probability_symmetric_under_swapping_and_agrees_with_greedy_ve
         assert j.consistent == (picks[0] is not None and picks[0] == picks[1])
 
 
+@pytest.mark.parametrize("num_samples", [1, 3])
+def test_letter_probabilities_from_the_sampling_loop_equal_a_forward_pass(judge, rows, num_samples, monkeypatch):
+    """The HF sampler keeps the verdict letters' logits step by step: P(A better) is read where the
+    judge wrote its letter, equal to the second forward pass it replaces."""
+    sampled = Judge(judge.model, judge.tokenizer, max_new_tokens=64, num_samples=num_samples, temperature=1.0)
+    assert sampled.sampler.watch_ids and len(sampled.sampler.watch_ids) >= 4
+    passes = []
+    forward = Judge._next_token_probabilities
+    monkeypatch.setattr(Judge, "_next_token_probabilities",
+                        lambda self, contexts, ids: passes.append(len(contexts)) or forward(self, contexts, ids))
+    loop = sampled.compare_batch(rows, seed=5)
+    read_in_loop = sum(o["p_a"] is not None for j in loop for o in j.orders)
+    assert read_in_loop > len(rows) and sum(passes) < read_in_loop / 4  # (almost) no second pass
+    sampled.sampler.watch_ids = None  # the same samples, each letter read by a forward pass
+    again = sampled.compare_batch(rows, seed=5)
+    assert [o["responses"] for j in loop for o in j.orders] == [o["responses"] for j in again for o in j.orders]
+    for j, k in zip(loop, again):
+        assert (j.p_a is None) == (k.p_a is None)
+        if j.p_a is not None:
+            assert j.p_a == pytest.approx(k.p_a, abs=1e-4)
+
+
 def test_a_judge_that_picks_by_position_gives_no_verdict():
     # confident in each order, for the answer in slot A both times: p_a averages to 0.5
     orders = [{"p_a": 0.9999991, "verdicts": ["A"], "responses": ["... Verdict: A"]},
