@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from data.schemas import load_prefs
 from data.templates import ORDERS, judge_prompt_groups, template_ids
 from data.tokens import encode_response
-from generate.calibration import verdict_token_logp
+from generate.calibration import confidences, verdict_token_logp
 from generate.levels import assign_level, build_pairs, refinement_stats, resolve_threshold
 from generate.parsing import parse_verdict
 from generate.perplexity import ppl_score, response_perplexities
@@ -58,7 +58,12 @@ class RefinementArguments:
                 "question) before templating; use the same value in SFT, M-DPO and evaluation."})
     unfinished: str = field(default="reject", metadata={
         "help": "Samples cut at max_new_tokens: 'reject' (always a rejected level) or 'drop' (no level, no pair)."})
-    tau: float = field(default=10.0, metadata={"help": "score = exp(-PPL / tau)."})
+    tau: float = field(default=10.0, metadata={"help": "The paper's score = exp(-PPL / tau)."})
+    score: str = field(default="ppl", metadata={
+        "help": "The confidence that splits strong from weak levels and orders pairs: ppl (the paper's exp(-PPL / "
+                "tau)), verdict_prob (the probability of the verdict letter where the judge wrote it; needs "
+                "--score_with sampler) or agreement (the share of the item's samples that pick the same answer). "
+                "A judgment the confidence cannot be had for (no verdict) gets 0."})
     threshold: str = field(default="0.5", metadata={"help": "Score threshold p: a number, 'median' or 'qX'."})
     drop_unparseable: bool = field(default=False, metadata={"help": "Drop samples without a verdict instead of rejecting them."})
     max_pairs_per_item: int = field(default=16)
@@ -83,7 +88,7 @@ class RefinementArguments:
     # Fields that may change between a stopped run and its continuation: they act after sampling
     # (levels and pairs are rebuilt from the logged samples). Batch sizes may not: they decide
     # which rows share a random stream and a padded forward.
-    RESUMABLE = ("max_items", "threshold", "drop_unparseable", "max_pairs_per_item", "unfinished")
+    RESUMABLE = ("max_items", "threshold", "drop_unparseable", "max_pairs_per_item", "unfinished", "score")
 
 
 def samples_per_temperature(k: int, temperatures: list[float]) -> list[int]:
@@ -125,7 +130,7 @@ def process_chunk(chunk_index: int, groups: list[tuple[dict, dict]], sampler, mo
             r["tokens"] = len(encode_response(tokenizer, r["response"], r["finished"]))
     for r, ppl in zip(records, ppls):
         r["ppl"] = ppl
-        r["score"] = ppl_score(ppl, args.tau)
+        r["ppl_score"] = r["score"] = ppl_score(ppl, args.tau)
         r["level"] = None
     return records
 
@@ -146,7 +151,9 @@ def validate(args: RefinementArguments, model_args: ModelArguments | None = None
                                    "generation_batch_size": 1, "scoring_batch_size": 1, "scoring_max_tokens": 1},
                    above={"tau": 0.0, "top_p": 0.0}, at_most={"top_p": 1.0},
                    choices={"orders": tuple(ORDERS), "unfinished": ("reject", "drop"), "sampler": SAMPLERS,
-                            "score_with": ("model", "sampler")})
+                            "score_with": ("model", "sampler"), "score": tuple(SCORES)})
+    if args.score == "verdict_prob" and args.score_with != "sampler" and args.samples_from is None:
+        raise DataError("--score verdict_prob needs --score_with sampler (the verdict's log-prob is the sampler's)")
     if args.sampler == "vllm":
         require_vllm(model_args)
     template_ids(args.templates)
@@ -170,11 +177,28 @@ def finalize(records: list[dict], args: RefinementArguments) -> tuple[list[dict]
     def usable(r):
         return not ((args.drop_unparseable and r["verdict"] is None) or (args.unfinished == "drop" and not r["finished"]))
 
+    level_confidences(records, args)
     threshold = resolve_threshold(args.threshold, [r["score"] for r in records if usable(r)])
     for r in records:
         r["level"] = assign_level(r["correct"] and r["finished"], r["score"], threshold) if usable(r) else None
     pairs = build_pairs(records, args.max_pairs_per_item)
-    return records, pairs, refinement_stats(records, pairs, threshold)
+    return records, pairs, refinement_stats(records, pairs, threshold, args.score)
+
+
+# --score: the confidence behind the levels, by its name in generate.calibration.
+SCORES = {"ppl": "score", "verdict_prob": "verdict_prob", "agreement": "agreement"}
+
+
+def level_confidences(records: list[dict], args: RefinementArguments) -> None:
+    """Every record's `score` (what levels and pairs use) from the --score confidence; the paper's
+    exp(-PPL / tau) stays in `ppl_score` (samples logged before it existed get it here)."""
+    for r in records:
+        r["ppl_score"] = ppl_score(r["ppl"], args.tau)
+    values = confidences([{**r, "score": r["ppl_score"]} for r in records])[SCORES[args.score]]
+    if args.score == "verdict_prob" and records and all(v is None for v in values):
+        raise DataError(f"{args.output_dir}: no sample has a verdict probability (refine with --score_with sampler)")
+    for r, v in zip(records, values):
+        r["score"] = 0.0 if v is None else v
 
 
 def reused_samples(args: RefinementArguments, model_args: ModelArguments, groups: list[list[tuple]]) -> list[dict]:
@@ -270,7 +294,7 @@ def summary_line(stats: dict) -> str:
     return (f"refinement: {stats['items']} items, {stats['samples']} samples "
             f"(accuracy {stats['sample_accuracy']}, {stats['parse_failures']} unparseable, "
             f"{stats['unfinished']} unfinished, {stats['prompts_shortened']} on shortened prompts), "
-            f"levels SA={lv['SA']} WA={lv['WA']} WR={lv['WR']} SR={lv['SR']} at p={stats['threshold']:.4g}, "
+            f"levels SA={lv['SA']} WA={lv['WA']} WR={lv['WR']} SR={lv['SR']} at p={stats['threshold']:.4g} ({stats['score']}), "
             f"{stats['pairs']} pairs ({stats['pairs_per_item']}/item, {stats['items_without_pairs']} items without)")
 
 

@@ -5,7 +5,8 @@ gives for free, on the samples refinement logged:
     python -m generate.calibration --refine_dir ckpt/refine        # calibration.md / .json / .png
 
 Confidences (higher = more confident), each of a sampled judgment:
-- `score`: the paper's exp(-PPL / tau), PPL length-normalised over the response tokens;
+- `score`: the paper's exp(-PPL / tau), PPL length-normalised over the response tokens (the
+  levels' confidence by default; refinement's --score can take one of the others instead);
 - `total_logp`: the response's total log-probability, not length-normalised (-tokens x log PPL);
 - `verdict_prob`: the probability of the verdict token where the judge wrote it (recorded by
   refinement when it scores with the sampler's log-probs; absent otherwise);
@@ -58,7 +59,7 @@ def confidences(records: list[dict]) -> dict[str, list[float | None]]:
         by_item[r["item_id"]][picks(r)] += 1
     out = {name: [] for name in CONFIDENCES}
     for r in records:
-        out["score"].append(r["score"])
+        out["score"].append(r.get("ppl_score", r["score"]))  # the paper's, whichever confidence set the levels
         tokens = r.get("tokens")
         out["total_logp"].append(None if tokens is None else -tokens * math.log(r["ppl"]))
         logp = r.get("verdict_logp")

@@ -97,7 +97,7 @@ def _pair(c: dict, r: dict) -> dict:
     }
 
 
-def refinement_stats(samples: list[dict], pairs: list[dict], threshold: float) -> dict:
+def refinement_stats(samples: list[dict], pairs: list[dict], threshold: float, score: str = "ppl") -> dict:
     """The numbers a user checks first: how samples spread over levels and what pairs came out."""
     items = {s["item_id"] for s in samples}
     items_with_pairs = {p["item_id"] for p in pairs}
@@ -116,6 +116,7 @@ def refinement_stats(samples: list[dict], pairs: list[dict], threshold: float) -
         "without_level": sum(1 for s in samples if s.get("level") is None),
         "retokenized": sum(1 for s in samples if s.get("retokenized")),
         "sample_accuracy": round(sum(1 for s in samples if s["correct"]) / n, 4) if n else None,
+        "score": score,
         "threshold": threshold,
         "levels": levels,
         "mean_ppl_per_level": mean_ppl,

@@ -50,10 +50,12 @@ class PipelineArguments:
     refine_config: str = field(default="configs/refine_demo.yaml")
     mdpo_config: str = field(default="configs/mdpo_demo.yaml")
     bt_config: str = field(default="configs/bt_demo.yaml")
+    grpo_config: str = field(default="configs/grpo_demo.yaml")
     sft_args: str = field(default="", metadata={"help": "Extra flags for run_sft.py."})
     refine_args: str = field(default="")
     mdpo_args: str = field(default="")
     bt_args: str = field(default="")
+    grpo_args: str = field(default="", metadata={"help": "Extra flags for run_grpo_judge.py."})
     rft_args: str = field(default="--loss_type sft", metadata={
         "help": "Flags that make M-DPO's trainer RFT (rejection-sampling fine-tuning: the NLL of the refined "
                 "chosen judgments alone), after mdpo_args; give the NLL weight M-DPO uses (--loss_weights W)."})

@@ -21,13 +21,14 @@ JUDGES = (("base", "Base model (zero-shot)", "tiny", "generative"),
           ("dpo", "w/o M-DPO (plain DPO)", "dpo", "generative"),
           ("rft", "RFT (NLL on refined chosen)", "rft", "generative"),
           ("label_mdpo", "w/o CoT-S (label pairs)", "label_mdpo", "generative"),
+          ("grpo", "GRPO judge (verdict reward)", "grpo", "generative"),
           ("gfriend", "GFRIEND (M-DPO)", "mdpo", "generative"))
 # Judges trained by M-DPO's trainer: their table names also say which loss ran, as the settings give
 # it (GFRIEND's DPO term may carry an NLL term, and RFT is that term alone).
 LOSS_NAMED = {"dpo": "w/o M-DPO", "rft": "RFT", "label_mdpo": "w/o CoT-S", "gfriend": "GFRIEND"}
 SHARED_STAGES = ("tiny", "data", "sft")  # a label curve or sweep runs these once per seed, the rest per variant
 # Refinement settings that only rebuild levels and pairs from the logged judgments (a sweep over them reuses the samples).
-PAIR_SETTINGS = ("threshold", "max_pairs_per_item", "unfinished", "drop_unparseable")
+PAIR_SETTINGS = ("threshold", "max_pairs_per_item", "unfinished", "drop_unparseable", "score")
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,16 @@ def _bt(r) -> list[list[str]]:
                     *shlex.split(a.bt_args))]
 
 
+def _grpo(r) -> list[list[str]]:
+    """The online-RL rival: GRPO from the same SFT judge on the same labelled pairs, judgments as long
+    as refinement's."""
+    a, p = r.a, r.paths
+    length = [] if a.max_new_tokens is None else ["--max_completion_length", str(a.max_new_tokens)]
+    return [_python("run_grpo_judge.py", "--config", a.grpo_config, "--model_name_or_path", p["sft"],
+                    "--pref_file", r.data("prefs.jsonl"), "--output_dir", p["grpo"], "--seed", str(a.seed),
+                    *r.lengths(), *length, *shlex.split(a.grpo_args))]
+
+
 def _eval(r) -> list[list[str]]:
     """One run_eval.py per judge, into eval/<judge key>.json."""
     eval_file = r.data(f"{r.a.eval_split}.jsonl")
@@ -158,9 +169,9 @@ def training_summary(path: str) -> str:
     if not logs:  # fewer steps than logging_steps: only the final summary exists
         return f"train_loss {history[-1].get('train_loss', float('nan')):.3f}"
     first, last = logs[0], logs[-1]
-    extra = ""
+    extra = f", reward {first['reward']:.3f} -> {last['reward']:.3f}" if "reward" in last else ""
     if "rewards/accuracies" in last:
-        extra = f", rewards/accuracies {last['rewards/accuracies']:.3f}"
+        extra += f", rewards/accuracies {last['rewards/accuracies']:.3f}"
         if "rewards/margins" in last:
             extra += f", margins {first['rewards/margins']:.3f} -> {last['rewards/margins']:.3f}"
     return f"loss {first['loss']:.3f} -> {last['loss']:.3f}{extra}"
@@ -191,6 +202,7 @@ STAGES = {
     "label_pairs": Stage(("sft", "data"), ("prefs.jsonl",), _label_pairs, output_in),
     "label_mdpo": Stage(("sft", "label_pairs"), (), _trainer("label_mdpo"), training_summary),
     "bt": Stage(("sft", "data"), ("prefs.jsonl",), _bt, training_summary),
+    "grpo": Stage(("sft", "data"), ("prefs.jsonl",), _grpo, training_summary),
     "eval": Stage(("data",), (), _eval, output_in),
 }
 ALL_STAGES = tuple(STAGES)

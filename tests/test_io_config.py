@@ -32,6 +32,24 @@ def test_yaml_values_apply_and_flags_override(tmp_path):
     assert (a.name, a.steps) == ("default", 3)
 
 
+@dataclass
+class _Other:
+    flag: bool = field(default=False)  # also in _Args, as TRL's configs repeat trust_remote_code
+    width: int = field(default=2)
+
+
+def test_a_field_two_dataclasses_share_is_one_flag_when_asked(tmp_path):
+    import argparse
+
+    cfg = _yaml(tmp_path, "flag: true\nwidth: 5\nsteps: 4\n")
+    a, o = parse_args([_Args, _Other], ["--config", cfg, "--name", "x"], shared=True)
+    assert (a.flag, o.flag, o.width, a.steps, a.name) == (True, True, 5, 4, "x")
+    a, o = parse_args([_Args, _Other], ["--config", cfg, "--flag", "false"], shared=True)
+    assert (a.flag, o.flag) == (False, False)
+    with pytest.raises(argparse.ArgumentError, match="conflicting option"):
+        parse_args([_Args, _Other], [])
+
+
 def test_unknown_yaml_key_is_an_error(tmp_path):
     cfg = _yaml(tmp_path, "nmae: typo\n")
     with pytest.raises(DataError, match="unknown config key.*nmae"):

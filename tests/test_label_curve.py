@@ -16,7 +16,7 @@ rounds: 2
 rounds_at: 12
 base_model: {pipe}/tiny-base
 sft_model: {pipe}/sft
-stages: data,refine,mdpo,rft,eval
+stages: data,refine,mdpo,rft,grpo,eval
 n_sft: 300
 n_prefs: 12
 n_val: 4
@@ -24,6 +24,7 @@ n_test: 12
 refine_args: "--num_samples 4 --templates compare --max_new_tokens 48 --items_per_chunk 4"
 mdpo_args: "--max_steps 2 --per_device_train_batch_size 4"
 rft_args: "--loss_type sft --loss_weights 16.0"
+grpo_args: "--templates compare --num_generations 4 --per_device_train_batch_size 8 --max_steps 2 --max_completion_length 48"
 eval_args: "--max_new_tokens 48"
 """
 
@@ -49,7 +50,10 @@ def test_a_label_curve_shares_the_sft_judge_and_the_judgments_across_label_count
             cfg = (run / f"n{n}" / stage / "run_config.yaml").read_text()
             assert str(sft) in cfg and str(run / f"n{n}" / "refine" / "pairs.jsonl") in cfg
         assert "- sft\n" in (run / f"n{n}" / "rft" / "run_config.yaml").read_text()
-        assert sorted(p.name for p in (run / f"n{n}" / "eval").glob("*.json")) == ["gfriend.json", "rft.json", "stage.json"]
+        grpo = (run / f"n{n}" / "grpo" / "run_config.yaml").read_text()  # the rival: same SFT judge, same n labels
+        assert str(sft) in grpo and str(run / f"n{n}" / "data" / "prefs.jsonl") in grpo
+        assert sorted(p.name for p in (run / f"n{n}" / "eval").glob("*.json")) == ["gfriend.json", "grpo.json",
+                                                                                   "rft.json", "stage.json"]
     assert not (run / "sft").exists() and (run / "eval" / "sft.json").exists()  # the given SFT judge, evaluated once
     assert json.loads((run / "eval" / "sft.json").read_text())["model"] == str(sft)
 
@@ -79,7 +83,7 @@ def test_the_curve_table_reports_each_method_and_gfriends_paired_differences(cur
     assert "| GFRIEND (M-DPO + 16×NLL) | " in table and f"{gf:.1f} ± 0.0 |\n" in table
     row = next(line for line in table.splitlines() if line.startswith("| GFRIEND − SFT judge"))
     assert row.endswith("|") and row.count("[") == 2 and f"{gf - sft:+.1f} [" in row.split("|")[-2]
-    assert "| GFRIEND − RFT (16×NLL) |" in table
+    assert "| GFRIEND − RFT (16×NLL) |" in table and "| GFRIEND − GRPO judge (verdict reward) |" in table
     assert (run / "curve.png").stat().st_size > 10_000
     manifest = json.loads((run / "manifest.json").read_text())
     assert list(manifest["wall_s_per_seed"]) == ["0"]
@@ -124,6 +128,8 @@ def test_a_sweep_grid_sends_pair_settings_to_refinement_and_the_rest_to_the_trai
     assert variants[3].folder == os.path.join("sweep", "threshold-q0.3-alpha-2")
     nll = sweep_variants(PipelineArguments(stages="mdpo,eval", sweep="loss_weights=1.0 4.0,0.0 16.0"))
     assert nll[1].mdpo_flags == ["--loss_weights", "0.0", "16.0"] and nll[1].folder.endswith("loss_weights-0.0-16.0")
+    scores = sweep_variants(PipelineArguments(stages="refine,mdpo,eval", sweep="score=ppl,verdict_prob,agreement"))
+    assert [v.refine_flags for v in scores] == [["--score", s] for s in ("ppl", "verdict_prob", "agreement")]
     with pytest.raises(DataError, match="--sweep must look like"):
         sweep_variants(PipelineArguments(stages="eval", sweep="alpha"))
 
@@ -155,7 +161,7 @@ def test_paired_differences_resample_items_within_each_seed():
 
 
 @pytest.mark.parametrize("name", ["demo.yaml", "study.yaml", "study_v2.yaml", "study_v2_sweep.yaml",
-                                  "study_v2_rounds.yaml", "real.yaml"])
+                                  "study_v2_rounds.yaml", "study_v3.yaml", "real.yaml"])
 def test_the_pipeline_configs_parse_and_plan(name):
     from pipeline.arguments import PipelineArguments, check_combinations
     from pipeline.runner import SeedRun
@@ -169,7 +175,7 @@ def test_the_pipeline_configs_parse_and_plan(name):
     for stage in run.stages:  # every stage's command parses with its script's own arguments
         for command in STAGES[stage].commands(run):
             assert command[1] in ("-m", "run_sft.py", "run_preference_refinement.py", "run_m_dpo.py",
-                                  "run_bt_baseline.py", "run_eval.py")
+                                  "run_bt_baseline.py", "run_grpo_judge.py", "run_eval.py")
     if a.label_counts:
         assert max(label_counts(a)) <= a.n_prefs
     if a.sweep:

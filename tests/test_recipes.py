@@ -27,6 +27,12 @@ def _parse(script: str, path: str, tmp_path):
         from models.m_dpo_trainer import MDPOConfig
 
         types = (ModelArguments, MDPOScriptArguments, MDPOConfig)
+    elif script == "grpo":
+        from run_grpo_judge import GRPOJudgeArguments
+        from trl import GRPOConfig
+
+        return _merged(parse_args((ModelArguments, GRPOJudgeArguments, GRPOConfig),
+                                  ["--config", path, "--output_dir", str(tmp_path)], shared=True))
     elif script == "bt":
         from run_bt_baseline import BTConfig, BTDataArguments
 
@@ -36,7 +42,10 @@ def _parse(script: str, path: str, tmp_path):
 
         types = (ModelArguments, EvalArguments)
     extra = ["--output_dir", str(tmp_path)] if script in ("sft", "mdpo", "bt") else []
-    parsed = parse_args(types, ["--config", path, *extra])
+    return _merged(parse_args(types, ["--config", path, *extra]))
+
+
+def _merged(parsed) -> dict:
     merged = {}
     for p in parsed:
         merged.update(vars(p))
@@ -57,7 +66,9 @@ def test_a_recipe_is_consistent_across_its_stages(recipe, tmp_path):
         assert all(c["dtype"] == "fp32" for c in stages.values())
         bt = _parse("bt", os.path.join(recipe, "bt.yaml"), tmp_path)
         assert bt["max_length"] >= room
-        for c in (stages["sft"], stages["mdpo"], bt):
+        grpo = _parse("grpo", os.path.join(recipe, "grpo.yaml"), tmp_path)  # the GRPO judge: judgments as long
+        assert grpo["max_prompt_length"] == budgets["sft"] and grpo["max_completion_length"] == stages["eval"]["max_new_tokens"]
+        for c in (stages["sft"], stages["mdpo"], bt, grpo):
             assert c["save_strategy"] == "steps" and c["resume_from_checkpoint"] == "auto"
         assert stages["sft"]["model_name_or_path"] == "outputs/models/smollm2-135m-instruct"  # `make real-model`
         return

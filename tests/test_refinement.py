@@ -87,6 +87,35 @@ def test_pair_settings_may_change_on_resume(uninterrupted, sft_dir, synthetic_di
     assert per_item and max(per_item.values()) == 1 and set(per_item) == set(before)
 
 
+@pytest.mark.parametrize("score", ["verdict_prob", "agreement"])
+def test_levels_may_come_from_another_confidence(uninterrupted, sft_dir, synthetic_dir, tmp_path, score):
+    """--score acts after sampling, like the threshold: the same judgments, levels from the chosen
+    confidence, and the paper's score kept beside it."""
+    import math
+    import shutil
+    from collections import Counter
+
+    out = str(tmp_path / score)
+    shutil.copytree(uninterrupted, out)
+    refine.main(_args(sft_dir, os.path.join(synthetic_dir, "prefs.jsonl"), out, "--max_items", "10", "--score", score))
+    base, _, _ = read_refinement(uninterrupted)
+    samples, pairs, stats = read_refinement(out)
+    assert [s["response"] for s in samples] == [s["response"] for s in base] and stats["score"] == score
+    assert [s["ppl_score"] for s in samples] == pytest.approx([s["score"] for s in base])
+    picks = lambda s: None if s["verdict"] is None else s["verdict"] == s["pos_slot"]  # noqa: E731
+    per_item = {i: Counter(picks(s) for s in samples if s["item_id"] == i) for i in {s["item_id"] for s in samples}}
+    for s in samples:
+        if score == "verdict_prob":
+            want = 0.0 if s.get("verdict_logp") is None else math.exp(s["verdict_logp"])
+        else:
+            want = 0.0 if picks(s) is None else per_item[s["item_id"]][picks(s)] / sum(per_item[s["item_id"]].values())
+        assert s["score"] == pytest.approx(want)
+        strong = s["score"] > stats["threshold"]
+        assert s["level"] == ({True: "SA", False: "WA"} if s["correct"] and s["finished"] else {True: "SR", False: "WR"})[strong]
+    assert sum(s.get("verdict_logp") is not None for s in samples) > len(samples) // 2  # mostly a real confidence
+    assert_pairs_within_prompts(samples, pairs)
+
+
 def test_samples_from_reuses_a_larger_runs_judgments_and_rebuilds_levels(uninterrupted, sft_dir, synthetic_dir,
                                                                           tmp_path):
     from utils.io import DataError
@@ -167,6 +196,8 @@ def test_two_processes_write_the_same_files_as_one(uninterrupted, sft_dir, synth
     (["--top_p", "0"], "--top_p must be greater than 0.0"),
     (["--generation_batch_size", "0"], "--generation_batch_size must be at least 1"),
     (["--unfinished", "keep"], "--unfinished must be one of reject, drop"),
+    (["--score", "bleu"], "--score must be one of ppl, verdict_prob, agreement"),
+    (["--score", "verdict_prob", "--score_with", "model"], "--score verdict_prob needs --score_with sampler"),
     (["--templates", "nope"], "--templates: unknown template id"),
     (["--max_prompt_length", "20"], "--max_prompt_length 20 leaves too little room"),
 ])

@@ -40,10 +40,12 @@ def has_accelerator() -> bool:
     return torch.cuda.is_available() or torch.backends.mps.is_available() or bool(xpu and xpu.is_available())
 
 
-def parse_args(dataclass_types: Sequence[type], args: Sequence[str] | None = None) -> tuple:
+def parse_args(dataclass_types: Sequence[type], args: Sequence[str] | None = None, shared: bool = False) -> tuple:
     """Parse `args` (default sys.argv[1:]) into one instance per dataclass.
 
-    Precedence: command-line flag > YAML value (`--config`) > dataclass default.
+    Precedence: command-line flag > YAML value (`--config`) > dataclass default. With `shared`, a
+    field that several dataclasses define (TRL's configs repeat `trust_remote_code`) is one flag that
+    sets it in all of them; otherwise a repeated field is an error.
     """
     args = list(sys.argv[1:] if args is None else args)
     config_path = None
@@ -53,7 +55,7 @@ def parse_args(dataclass_types: Sequence[type], args: Sequence[str] | None = Non
             raise DataError("--config needs a file path")
         config_path = args[i + 1]
         del args[i : i + 2]
-    parser = HfArgumentParser(dataclass_types)
+    parser = HfArgumentParser(dataclass_types, **({"conflict_handler": "resolve"} if shared else {}))
     known = {a.dest: a for a in parser._actions}
     if "use_cpu" in known and not has_accelerator():
         # TrainingArguments: without use_cpu, processes started by `accelerate launch` or torchrun
@@ -71,6 +73,10 @@ def parse_args(dataclass_types: Sequence[type], args: Sequence[str] | None = Non
             # Values pass through argparse's type conversion only when given as strings.
             action.default = action.type(value) if isinstance(value, str) and action.type else value
             action.required = False
+    if shared:  # each dataclass takes its fields from one namespace, a shared field included
+        namespace = vars(parser.parse_args(args))
+        return tuple(t(**{f.name: namespace[f.name] for f in dataclasses.fields(t) if f.init and f.name in namespace})
+                     for t in dataclass_types)
     return parser.parse_args_into_dataclasses(args=args, look_for_args_file=False)
 
 
