@@ -21,7 +21,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from data.schemas import load_prefs
 from data.templates import ORDERS, judge_prompt_groups, template_ids
-from data.tokens import adds_bos
+from data.tokens import adds_bos, stop_token_ids
 from generate.verdict_reward import VerdictReward
 from models.loading import ModelArguments, tokenizer_of
 from models.training import check_training_setup, load_trainable_model, train_and_save
@@ -90,6 +90,7 @@ def main(argv=None) -> None:
     tokenizer = tokenizer_of(model_args)
     dataset = judge_dataset(items, tokenizer, args, config.seed)
     model = load_trainable_model(model_args, config, tokenizer)
+    model.generation_config.eos_token_id = stop_token_ids(tokenizer)  # a judgment ends at its end of turn (TRL adds EOS)
     log.info("GRPO judge on %d labelled pairs: %d prompts x %d judgments, reward %s", len(items), len(dataset),
              config.num_generations, args.reward)
     trainer = GRPOTrainer(model=model, reward_funcs=[VerdictReward(args.reward == "position_consistent")],
