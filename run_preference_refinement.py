@@ -191,10 +191,12 @@ SCORES = {"ppl": "score", "verdict_prob": "verdict_prob", "agreement": "agreemen
 
 def level_confidences(records: list[dict], args: RefinementArguments) -> None:
     """Every record's `score` (what levels and pairs use) from the --score confidence; the paper's
-    exp(-PPL / tau) stays in `ppl_score` (samples logged before it existed get it here)."""
+    exp(-PPL / tau) stays in `ppl_score` (samples logged before it existed kept it in `score`)."""
     for r in records:
-        r["ppl_score"] = ppl_score(r["ppl"], args.tau)
-    values = confidences([{**r, "score": r["ppl_score"]} for r in records])[SCORES[args.score]]
+        r["ppl_score"] = r["score"] = r.get("ppl_score", r["score"])
+    if args.score == "ppl":
+        return
+    values = confidences(records)[SCORES[args.score]]
     if args.score == "verdict_prob" and records and all(v is None for v in values):
         raise DataError(f"{args.output_dir}: no sample has a verdict probability (refine with --score_with sampler)")
     for r, v in zip(records, values):

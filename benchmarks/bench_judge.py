@@ -50,7 +50,7 @@ def main(argv=None) -> None:
         t0 = time.perf_counter()
         out = judge.compare_batch(rows)
         results[name] = (time.perf_counter() - t0, out)
-    (t_base, base), (t_loop, loop) = results["forward pass"], results["from the loop"]
+    (t_base, base), (_, loop) = results["forward pass"], results["from the loop"]
     same = [o["responses"] for j in base for o in j.orders] == [o["responses"] for j in loop for o in j.orders]
     diffs = [abs(x.p_a - y.p_a) for x, y in zip(base, loop) if x.p_a is not None and y.p_a is not None]
     n = 2 * len(rows)

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from tests.conftest import ROOT, assert_pairs_within_prompts, read_refinement, run_cli, run_script
+from tests.conftest import ROOT, assert_pairs_within_prompts, floats_close, read_refinement, run_cli, run_script
 
 import run_preference_refinement as refine
 
@@ -160,17 +160,6 @@ def _parsed(path):
         return [json.loads(line) for line in f] if path.endswith(".jsonl") else json.load(f)
 
 
-def _floats_close(a, b) -> bool:
-    """Equal, but floats only to 1e-6 (relative, or absolute near 0)."""
-    if isinstance(a, float) and isinstance(b, float):
-        return a == pytest.approx(b, rel=1e-6, abs=1e-6)
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_floats_close(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_floats_close(x, y) for x, y in zip(a, b))
-    return a == b
-
-
 def test_two_processes_write_the_same_files_as_one(uninterrupted, sft_dir, synthetic_dir, tmp_path):
     """Chunks dealt to 2 CPU processes (accelerate launch, gloo) merge into the outputs of one: the
     same samples, levels and pairs; perplexities to 1e-6, since a process with one thread rounds
@@ -182,7 +171,7 @@ def test_two_processes_write_the_same_files_as_one(uninterrupted, sft_dir, synth
     launch("run_preference_refinement.py",
            *_args(sft_dir, os.path.join(synthetic_dir, "prefs.jsonl"), out, "--max_items", "10"), port=29533)
     for name in ("samples.jsonl", "pairs.jsonl", "stats.json"):
-        assert _floats_close(_parsed(os.path.join(out, name)), _parsed(os.path.join(uninterrupted, name))), name
+        assert floats_close(_parsed(os.path.join(out, name)), _parsed(os.path.join(uninterrupted, name))), name
     assert not any(f.startswith("samples.rank") for f in os.listdir(out))
 
 
