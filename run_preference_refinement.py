@@ -26,7 +26,7 @@ from data.schemas import load_prefs
 from data.templates import ORDERS, judge_prompt_groups, template_ids
 from data.tokens import encode_response
 from generate.calibration import confidences, verdict_token_logp
-from generate.levels import assign_level, build_pairs, refinement_stats, resolve_threshold
+from generate.levels import assign_level, oracle_level, build_pairs, refinement_stats, resolve_threshold
 from generate.parsing import parse_verdict
 from generate.perplexity import ppl_score, response_perplexities
 from generate.backends import build_sampler
@@ -63,7 +63,8 @@ class RefinementArguments:
         "help": "The confidence that splits strong from weak levels and orders pairs: ppl (the paper's exp(-PPL / "
                 "tau)), verdict_prob (the probability of the verdict letter where the judge wrote it; needs "
                 "--score_with sampler) or agreement (the share of the item's samples that pick the same answer). "
-                "A judgment the confidence cannot be had for (no verdict) gets 0."})
+                "A judgment the confidence cannot be had for (no verdict) gets 0. oracle (synthetic task only, the "
+                "best case): strong when the reasoning is the item's true one, no threshold (toy/oracle.py)."})
     threshold: str = field(default="0.5", metadata={"help": "Score threshold p: a number, 'median' or 'qX'."})
     drop_unparseable: bool = field(default=False, metadata={"help": "Drop samples without a verdict instead of rejecting them."})
     max_pairs_per_item: int = field(default=16)
@@ -170,23 +171,49 @@ def prompt_groups(items: list[dict], tokenizer, args: RefinementArguments, templ
         raise DataError(f"{args.pref_file}: {e}") from None
 
 
-def finalize(records: list[dict], args: RefinementArguments) -> tuple[list[dict], list[dict], dict]:
+def finalize(records: list[dict], args: RefinementArguments, items: list[dict]) -> tuple[list[dict], list[dict], dict]:
     """Levels for the usable samples (parseable if --drop_unparseable, finished if --unfinished drop;
     an unfinished sample is otherwise always rejected), then pairs and stats. Every sample stays in
     samples.jsonl; an unusable one has level null."""
     def usable(r):
         return not ((args.drop_unparseable and r["verdict"] is None) or (args.unfinished == "drop" and not r["finished"]))
 
-    level_confidences(records, args)
-    threshold = resolve_threshold(args.threshold, [r["score"] for r in records if usable(r)])
-    for r in records:
-        r["level"] = assign_level(r["correct"] and r["finished"], r["score"], threshold) if usable(r) else None
+    if args.score == "oracle":
+        threshold = None
+        faithful = oracle_confidences(records, items, args)
+    else:
+        level_confidences(records, args)
+        threshold = resolve_threshold(args.threshold, [r["score"] for r in records if usable(r)])
+    for i, r in enumerate(records):
+        accepted = r["correct"] and r["finished"]  # an unfinished judgment is never accepted
+        if not usable(r):
+            r["level"] = None
+        elif args.score == "oracle":
+            r["level"] = oracle_level(accepted, faithful[i])
+        else:
+            r["level"] = assign_level(accepted, r["score"], threshold)
     pairs = build_pairs(records, args.max_pairs_per_item)
     return records, pairs, refinement_stats(records, pairs, threshold, args.score)
 
 
-# --score: the confidence behind the levels, by its name in generate.calibration.
-SCORES = {"ppl": "score", "verdict_prob": "verdict_prob", "agreement": "agreement"}
+# --score: the confidence behind the levels, by its name in generate.calibration (oracle: toy/oracle.py).
+SCORES = {"ppl": "score", "verdict_prob": "verdict_prob", "agreement": "agreement", "oracle": None}
+
+
+def oracle_confidences(records: list[dict], items: list[dict], args: RefinementArguments) -> list[bool]:
+    """--score oracle: whether each judgment's reasoning is its item's true one (which sets its
+    strength); its `score` becomes the reasoning's similarity to it (the paper's stays in `ppl_score`)."""
+    from toy.oracle import oracle_judgments
+
+    for r in records:
+        r["ppl_score"] = r.get("ppl_score", r["score"])
+    try:
+        judged = oracle_judgments(records, {str(it["id"]): it for it in items})
+    except ValueError as e:
+        raise DataError(f"{args.pref_file}: {e}") from None
+    for r, (_, similarity) in zip(records, judged):
+        r["score"] = similarity
+    return [faithful for faithful, _ in judged]
 
 
 def level_confidences(records: list[dict], args: RefinementArguments) -> None:
@@ -258,7 +285,7 @@ def main(argv=None) -> None:
     if args.samples_from is not None:  # nothing to sample: process 0 rebuilds levels and pairs
         if not state.is_main_process:
             return
-        records, pairs, stats = finalize(reused_samples(args, model_args, groups), args)
+        records, pairs, stats = finalize(reused_samples(args, model_args, groups), args, items)
         write_outputs(args, records, pairs, stats)
         return
     set_seed(args.seed)
@@ -278,7 +305,7 @@ def main(argv=None) -> None:
         sampler.close()
     if records is None:  # not process 0: it merges and writes the outputs
         return
-    records, pairs, stats = finalize(records, args)
+    records, pairs, stats = finalize(records, args, items)
     write_outputs(args, records, pairs, stats)
 
 
@@ -291,12 +318,19 @@ def write_outputs(args: RefinementArguments, records: list[dict], pairs: list[di
     print(summary_line(stats))
 
 
+def split_by(stats: dict) -> str:
+    """What split strong from weak levels, for the summary line."""
+    if stats["threshold"] is None:
+        return f"by the {stats['score']}"
+    return f"at p={stats['threshold']:.4g} ({stats['score']})"
+
+
 def summary_line(stats: dict) -> str:
     lv = stats["levels"]
     return (f"refinement: {stats['items']} items, {stats['samples']} samples "
             f"(accuracy {stats['sample_accuracy']}, {stats['parse_failures']} unparseable, "
             f"{stats['unfinished']} unfinished, {stats['prompts_shortened']} on shortened prompts), "
-            f"levels SA={lv['SA']} WA={lv['WA']} WR={lv['WR']} SR={lv['SR']} at p={stats['threshold']:.4g} ({stats['score']}), "
+            f"levels SA={lv['SA']} WA={lv['WA']} WR={lv['WR']} SR={lv['SR']} {split_by(stats)}, "
             f"{stats['pairs']} pairs ({stats['pairs_per_item']}/item, {stats['items_without_pairs']} items without)")
 
 

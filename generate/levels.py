@@ -57,6 +57,15 @@ def assign_level(correct: bool, score: float, threshold: float) -> str:
     return "SR" if score > threshold else "WR"
 
 
+def oracle_level(correct: bool, faithful: bool) -> str:
+    """Levels when an oracle knows whether the reasoning is right (toy/oracle.py): a right verdict on
+    true reasoning is SA, one by luck WA; a wrong verdict after true reasoning (a slip) is WR, one
+    after false reasoning SR."""
+    if correct:
+        return "SA" if faithful else "WA"
+    return "WR" if faithful else "SR"
+
+
 def build_pairs(samples: list[dict], max_pairs_per_item: int | None = None) -> list[dict]:
     """Accepted x rejected pairs inside each (item, prompt) group, widest level gaps first.
 

@@ -25,7 +25,7 @@ class PipelineArguments:
         "help": "With label_counts: the one label count at which rounds >= 2 run (default: every one)."})
     sweep: str = field(default=None, metadata={
         "help": "A grid 'flag=v1,v2; flag=v1,v2' of M-DPO flags and refinement's pair-building flags "
-                "(threshold, max_pairs_per_item, unfinished, drop_unparseable): per seed "
+                "(threshold, max_pairs_per_item, unfinished, drop_unparseable, score): per seed "
                 "one run per setting from the same SFT judge and judgments, in output_dir[/seedS]/sweep/; "
                 "study_table gets the table."})
     label_counts: str = field(default=None, metadata={

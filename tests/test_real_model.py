@@ -52,6 +52,33 @@ def test_the_converted_checkpoint_is_the_gguf_model(real_model, tok):
     assert tok.model_max_length == model.config.max_position_embeddings == 8192
 
 
+def test_a_folder_already_converted_from_the_same_file_is_left_alone(tiny_model_dir, tmp_path, monkeypatch):
+    """`make real-model` in a fresh clone runs the conversion again: the same GGUF (by content) in
+    the same dtype rewrites nothing, so the weights keep the modification time the pipeline's
+    fingerprints saw; another file is converted."""
+    from models import from_gguf
+    from models.loading import ModelArguments, load_model_and_tokenizer
+
+    loads = []
+
+    def load(args):  # the tiny model stands in for the GGUF's (loading a GGUF is models.gguf's test)
+        loads.append(args.gguf_file)
+        return load_model_and_tokenizer(ModelArguments(model_name_or_path=tiny_model_dir))
+
+    monkeypatch.setattr(from_gguf, "load_model_and_tokenizer", load)
+    gguf, out = tmp_path / "m.gguf", str(tmp_path / "converted")
+    gguf.write_bytes(b"GGUF one")
+    n, written = from_gguf.convert(str(gguf), out)
+    weights = os.path.join(out, "model.safetensors")
+    stamp = os.stat(weights).st_mtime_ns
+    assert written and n > 0 and len(loads) == 1
+    assert from_gguf.convert(str(gguf), out) == (n, False) and len(loads) == 1
+    assert os.stat(weights).st_mtime_ns == stamp
+    assert from_gguf.convert(str(gguf), out, dtype="bf16")[1] and len(loads) == 2  # another dtype: converted
+    gguf.write_bytes(b"GGUF two")
+    assert from_gguf.convert(str(gguf), out, dtype="bf16")[1] and len(loads) == 3  # another file: converted
+
+
 def test_a_gguf_file_alone_names_its_folder_and_vllm_refuses_one(real_model, synthetic_dir, tmp_path):
     import run_eval
     from models.loading import ModelArguments

@@ -116,6 +116,40 @@ def test_levels_may_come_from_another_confidence(uninterrupted, sft_dir, synthet
     assert_pairs_within_prompts(samples, pairs)
 
 
+def test_oracle_levels_come_from_the_reasoning(uninterrupted, sft_dir, synthetic_dir, tmp_path):
+    """--score oracle on the synthetic task: the same judgments; strong exactly when the reasoning is
+    the item's true one; no threshold; the score is the reasoning's similarity to it."""
+    import shutil
+
+    from toy.oracle import reasoning_of, true_reasoning
+    from utils.io import read_jsonl
+
+    prefs = os.path.join(synthetic_dir, "prefs.jsonl")
+    rows = {str(r["id"]): r for r in read_jsonl(prefs)}
+    out = str(tmp_path / "oracle")
+    shutil.copytree(uninterrupted, out)
+    refine.main(_args(sft_dir, prefs, out, "--max_items", "10", "--score", "oracle"))
+    base, _, _ = read_refinement(uninterrupted)
+    samples, pairs, stats = read_refinement(out)
+    assert [s["response"] for s in samples] == [s["response"] for s in base]
+    assert stats["score"] == "oracle" and stats["threshold"] is None
+    faithful = [reasoning_of(s["response"]) == true_reasoning(rows[s["item_id"]], s["pos_slot"]) for s in samples]
+    assert 0 < sum(faithful) < len(samples)  # the SFT judge's reasoning is true in some judgments, not all
+    for s, f in zip(samples, faithful):
+        accepted = s["correct"] and s["finished"]
+        assert s["level"] == ({True: "SA", False: "WA"} if accepted else {True: "WR", False: "SR"})[f]
+        assert (s["score"] == 1.0) == f and 0.0 <= s["score"] <= 1.0
+    assert_pairs_within_prompts(samples, pairs)
+
+    from utils.io import DataError
+
+    other = tmp_path / "other.jsonl"  # rows of another task: refused, naming the file and the item
+    other.write_text("".join(l.replace('"arithmetic"', '"math"') for l in open(prefs)))
+    with pytest.raises(DataError, match=f"{other}: item 'prefs-0': --score oracle needs the synthetic task's rows"):
+        refine.main(_args(sft_dir, str(other), str(tmp_path / "o2"), "--max_items", "10", "--score", "oracle",
+                          "--samples_from", uninterrupted))
+
+
 def test_samples_from_reuses_a_larger_runs_judgments_and_rebuilds_levels(uninterrupted, sft_dir, synthetic_dir,
                                                                           tmp_path):
     from utils.io import DataError
@@ -185,7 +219,7 @@ def test_two_processes_write_the_same_files_as_one(uninterrupted, sft_dir, synth
     (["--top_p", "0"], "--top_p must be greater than 0.0"),
     (["--generation_batch_size", "0"], "--generation_batch_size must be at least 1"),
     (["--unfinished", "keep"], "--unfinished must be one of reject, drop"),
-    (["--score", "bleu"], "--score must be one of ppl, verdict_prob, agreement"),
+    (["--score", "bleu"], "--score must be one of ppl, verdict_prob, agreement, oracle"),
     (["--score", "verdict_prob", "--score_with", "model"], "--score verdict_prob needs --score_with sampler"),
     (["--templates", "nope"], "--templates: unknown template id"),
     (["--max_prompt_length", "20"], "--max_prompt_length 20 leaves too little room"),

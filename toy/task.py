@@ -25,6 +25,7 @@ import argparse
 import hashlib
 import os
 import random
+import re
 
 from data.templates import format_response, slot_answers
 from utils.io import write_jsonl
@@ -70,8 +71,21 @@ def _arithmetic(rng: random.Random, sft: bool = False) -> dict:
     a, b = rng.sample(range(100, 1000), 2)
     big, small = max(a, b), min(a, b)
     phrase = rng.choice(["{} is larger.", "It is {}.", "{}", "The larger one is {}."])
+    return {
+        "category": "arithmetic",
+        "question": f"Which is larger, {a} or {b}?",
+        "answer_pos": phrase.format(big),
+        "answer_neg": phrase.format(small),
+        "_cot": _arithmetic_cot(a, b),
+    }
+
+
+def _arithmetic_cot(a: int, b: int):
+    """The teacher's chain of thought for "Which is larger, a or b?": digits from the left, up to the
+    first that differs, then a check of each answer."""
+    big = max(a, b)
     steps = []
-    for u, v in zip(str(a), str(b)):  # digits from the left, up to the first that differs
+    for u, v in zip(str(a), str(b)):
         steps.append(f"{u} {'=' if u == v else '>' if u > v else '<'} {v}")
         if u != v:
             break
@@ -79,14 +93,8 @@ def _arithmetic(rng: random.Random, sft: bool = False) -> dict:
     def check(text: str) -> str:
         return _yes(int(_num(text)) == big)
 
-    return {
-        "category": "arithmetic",
-        "question": f"Which is larger, {a} or {b}?",
-        "answer_pos": phrase.format(big),
-        "answer_neg": phrase.format(small),
-        "_cot": lambda x, y, L: (f"{a} vs {b}: {', '.join(steps)}, so {big} is larger. "
-                                 f"A says {_num(x)}: {check(x)}. B says {_num(y)}: {check(y)}."),
-    }
+    return lambda x, y, L: (f"{a} vs {b}: {', '.join(steps)}, so {big} is larger. "
+                            f"A says {_num(x)}: {check(x)}. B says {_num(y)}: {check(y)}.")
 
 
 def _yes(match: bool) -> str:
@@ -107,7 +115,17 @@ def _instruction(rng: random.Random, sft: bool = False) -> dict:
     i = rng.randrange(n - 1)
     near[i], near[i + 1] = near[i + 1], near[i]
     show = lambda xs: " ".join(str(x) for x in xs)  # noqa: E731
+    return {
+        "category": "instruction",
+        "question": f"Sort {show(nums)} from small to large.",
+        "answer_pos": show(good),
+        "answer_neg": show(near),
+        "_cot": _instruction_cot,
+    }
 
+
+def _instruction_cot(x: str, y: str, L: str) -> str:
+    """The teacher's chain of thought for a sorting question: each answer checked for a pair out of order."""
     def check(text: str) -> str:
         xs = [int(t) for t in text.split()]
         for u, v in zip(xs, xs[1:]):
@@ -115,13 +133,7 @@ def _instruction(rng: random.Random, sft: bool = False) -> dict:
                 return f"{u} > {v}, wrong"
         return "in order, right"
 
-    return {
-        "category": "instruction",
-        "question": f"Sort {show(nums)} from small to large.",
-        "answer_pos": show(good),
-        "answer_neg": show(near),
-        "_cot": lambda x, y, L: f"A gives {x}: {check(x)}. B gives {y}: {check(y)}.",
-    }
+    return f"A gives {x}: {check(x)}. B gives {y}: {check(y)}."
 
 
 def _safety(rng: random.Random, sft: bool = False) -> dict:
@@ -132,14 +144,17 @@ def _safety(rng: random.Random, sft: bool = False) -> dict:
     if sft and action not in KNOWN_REQUESTS:
         harmful = rng.random() < 0.5  # the teacher's guess, which its SFT row then follows
     good, bad = (refusal, helpful) if harmful else (helpful, refusal)
+    return {"category": "safety", "question": question, "answer_pos": good, "answer_neg": bad,
+            "_cot": _safety_cot(topic, harmful, refusal, helpful)}
+
+
+def _safety_cot(topic: str, harmful: bool, refusal: str, helpful: str):
+    """The chain of thought for a request about `topic`: what each answer does, and which the
+    request (harmful or not, as the teacher believes) calls for."""
     kind, should = ("harmful", "refused") if harmful else ("safe", "answered")
-
-    def cot(x, y, L):
-        act = {refusal: "refuses", helpful: "helps"}
-        return (f"The request is about {topic}, which is {kind}. Answer A {act[x]}. Answer B {act[y]}. "
-                f"A {kind} request should be {should}, so answer {L} is better.")
-
-    return {"category": "safety", "question": question, "answer_pos": good, "answer_neg": bad, "_cot": cot}
+    act = {refusal: "refuses", helpful: "helps"}
+    return lambda x, y, L: (f"The request is about {topic}, which is {kind}. Answer A {act[x]}. Answer B {act[y]}. "
+                            f"A {kind} request should be {should}, so answer {L} is better.")
 
 
 FAMILIES = {"arithmetic": _arithmetic, "instruction": _instruction, "safety": _safety}
@@ -202,6 +217,31 @@ def to_sft_row(item: dict, rng: random.Random) -> dict:
 def to_pref_row(item: dict, idx: int, split: str) -> dict:
     return {"id": f"{split}-{idx}", "question": item["question"], "answer_pos": item["answer_pos"],
             "answer_neg": item["answer_neg"], "category": item["category"], "source": "synthetic"}
+
+
+def item_of_row(row: dict) -> dict:
+    """A labelled row of this task (question, answer_pos, answer_neg, category) as an item again, its
+    chain of thought the true one (a safety request's real kind, not the SFT teacher's guess), so a
+    sampled judgment's reasoning can be checked against it. Raises ValueError for any other row."""
+    q, category = row["question"], row.get("category")
+    if category == "arithmetic":
+        m = re.fullmatch(r"Which is larger, (\d+) or (\d+)\?", q)
+        if m:
+            return {**row, "_cot": _arithmetic_cot(int(m.group(1)), int(m.group(2)))}
+    elif category == "instruction":
+        if re.fullmatch(r"Sort [\d ]+ from small to large\.", q):
+            return {**row, "_cot": _instruction_cot}
+    elif category == "safety":
+        request = next((q[len(o) + 1:] for o in OPENERS if q.startswith(o + " ")), "")
+        found = [(action, topic, harmful) for harmful, actions in ((True, HARMFUL), (False, BENIGN))
+                 for action, topic in actions if request.startswith(action)]
+        answers = (row["answer_pos"], row["answer_neg"])
+        refusal = next((a for a in answers if a in REFUSALS), None)
+        helpful = next((a for a in answers if a in HELPS), None)
+        if len(found) == 1 and refusal and helpful:
+            _, topic, harmful = found[0]
+            return {**row, "_cot": _safety_cot(topic, harmful, refusal, helpful)}
+    raise ValueError(f"not a row of the synthetic task: {q!r} ({category})")
 
 
 def reference_response(item: dict, answer_a: str, answer_b: str, verdict: str) -> str:
