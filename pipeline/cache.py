@@ -104,6 +104,14 @@ def git_commit() -> str | None:
     return commit.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
 
 
+@functools.lru_cache(maxsize=None)
+def run_commit() -> str | None:
+    """The commit as this process first saw it: a study rewrites its own tracked tables between
+    seeds, which changes no code (each stage's code is hashed on its own), so every stage record
+    and the manifest name the commit the run started from."""
+    return git_commit()
+
+
 def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in LIBRARIES:
@@ -230,7 +238,7 @@ class StageRecord:
         earlier = sum(e["wall_s_to_last_output"] for e in old.get("earlier_attempts", []))
         record = {**old, "status": "done", "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                   "wall_s": round(wall_s + earlier, 1), "wall_s_last_attempt": round(wall_s, 1),
-                  "attempts": 1 + len(old.get("earlier_attempts", [])), "commit": git_commit()}
+                  "attempts": 1 + len(old.get("earlier_attempts", [])), "commit": run_commit()}
         write_json(self.path, record)
         return record
 

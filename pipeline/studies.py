@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 from pipeline.arguments import PipelineArguments
-from pipeline.cache import git_commit
+from pipeline.cache import run_commit
 from pipeline.reports import (label_curve_figure, label_curve_table, manifest, read_result, study_figure, study_table,
                               sweep_table)
 from pipeline.runner import SeedRun
@@ -61,7 +61,7 @@ def run_seeds(a: PipelineArguments) -> None:
     """One full run per seed (same settings), then accuracy mean +- std per judge, the per-seed
     tables and a manifest of how they were made, beside the table."""
     seeds = seeds_of(a)
-    commit = git_commit()  # before the study rewrites its own tracked tables and figure
+    commit = run_commit()  # before the study rewrites its own tracked tables and figure
     per_seed, seed_tables, wall, stages = [], {}, {}, {}
     for seed in seeds:
         print(f"===== seed {seed} =====", flush=True)
@@ -131,7 +131,7 @@ def run_sweep(a: PipelineArguments) -> None:
 
 def run_variants(a: PipelineArguments, variants: list[Variant]) -> tuple[dict, dict, str | None]:
     """variant_runs for every seed: (runs by seed, wall seconds by seed, the commit at the start)."""
-    commit = git_commit()  # before the run rewrites its own tracked table and figure
+    commit = run_commit()  # before the run rewrites its own tracked table and figure
     runs, wall = {}, {}
     for seed in seeds_of(a):
         print(f"===== seed {seed} =====", flush=True)
