@@ -171,10 +171,11 @@ def prompt_groups(items: list[dict], tokenizer, args: RefinementArguments, templ
         raise DataError(f"{args.pref_file}: {e}") from None
 
 
-def finalize(records: list[dict], args: RefinementArguments, items: list[dict]) -> tuple[list[dict], list[dict], dict]:
+def finalize(records: list[dict], args: RefinementArguments,
+             items: list[dict] | None = None) -> tuple[list[dict], list[dict], dict]:
     """Levels for the usable samples (parseable if --drop_unparseable, finished if --unfinished drop;
     an unfinished sample is otherwise always rejected), then pairs and stats. Every sample stays in
-    samples.jsonl; an unusable one has level null."""
+    samples.jsonl; an unusable one has level null. `items` (the labelled rows) serve --score oracle."""
     def usable(r):
         return not ((args.drop_unparseable and r["verdict"] is None) or (args.unfinished == "drop" and not r["finished"]))
 
