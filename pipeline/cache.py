@@ -93,11 +93,18 @@ def code_version(entry: str | None = None) -> str:
     return h.hexdigest()[:16]
 
 
+# Tracked folders the studies write their own tables and figures into: a study run after another
+# in the same checkout finds them changed, and that is not a change to what ran.
+OUTPUT_FOLDERS = ("results", "fig")
+
+
 def git_commit() -> str | None:
-    """The checkout's commit, with '+changes' when the working tree differs from it (None outside git)."""
+    """The checkout's commit, with '+changes' when the working tree differs from it outside the
+    studies' own outputs (OUTPUT_FOLDERS); None outside git."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                *(f":(exclude){d}" for d in OUTPUT_FOLDERS)], cwd=ROOT, capture_output=True,
                                text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
         return None

@@ -141,6 +141,30 @@ def test_study_table_mean_and_std_by_hand():
     assert "seeds 0, 1" in table
 
 
+def test_the_commit_is_marked_changed_by_code_not_by_the_studies_own_tables(tmp_path, monkeypatch):
+    import subprocess
+
+    import pipeline.cache as cache
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "table.md").write_text("old\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-q", "-m", "first")
+    monkeypatch.setattr(cache, "ROOT", str(tmp_path))
+    clean = cache.git_commit()
+    assert len(clean) == 40
+    (tmp_path / "results" / "table.md").write_text("a study rewrote its table\n")
+    assert cache.git_commit() == clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert cache.git_commit() == clean + "+changes"
+
+
 def test_a_study_manifest_says_how_its_numbers_were_made():
     import torch
 
