@@ -16,20 +16,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-BF16_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f")
-
-
-def cpu_flags(path: str = "/proc/cpuinfo") -> tuple[str, list[str]]:
-    """(model name, which of BF16_FLAGS the CPU has); ("unknown", []) where /proc/cpuinfo is missing."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError:
-        return "unknown", []
-    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
-                "unknown")
-    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
-    return name, [f for f in BF16_FLAGS if f in flags]
+from utils.hardware import cpu_flags  # noqa: E402
 
 
 def matmul_gflops(dtype, size: int = 1024, seconds: float = 2.0) -> float:

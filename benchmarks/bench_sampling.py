@@ -134,7 +134,8 @@ def main(argv=None) -> None:
 
     import torch
 
-    from benchmarks.bench_hardware import cpu_flags, matmul_gflops
+    from benchmarks.bench_hardware import matmul_gflops
+    from utils.hardware import cpu_flags
 
     peak = matmul_gflops({"bf16": torch.bfloat16}.get(a.dtype, torch.float32))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

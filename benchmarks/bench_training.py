@@ -101,8 +101,9 @@ def step_flop(model, batch: dict) -> float:
 def main(argv=None) -> None:
     import torch
 
-    from benchmarks.bench_hardware import cpu_flags, matmul_gflops
+    from benchmarks.bench_hardware import matmul_gflops
     from models.loading import ModelArguments, load_model, tokenizer_of
+    from utils.hardware import NATIVE_BF16_FLAGS, cpu_flags
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_name_or_path", required=True)
@@ -113,7 +114,7 @@ def main(argv=None) -> None:
                                                       "instructions)")
     a = p.parse_args(argv)
     name, flags = cpu_flags()
-    precisions = (a.precisions or ("fp32,bf16" if {"amx_bf16", "avx512_bf16"} & set(flags) else "fp32")).split(",")
+    precisions = (a.precisions or ("fp32,bf16" if set(NATIVE_BF16_FLAGS) & set(flags) else "fp32")).split(",")
     peaks = {pr: matmul_gflops({"fp32": torch.float32, "bf16": torch.bfloat16}[pr]) for pr in ("fp32", "bf16")}
     args = ModelArguments(model_name_or_path=a.model_name_or_path, dtype="fp32")  # fp32 master weights
     model = load_model(args, tokenizer_of(args))

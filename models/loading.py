@@ -9,6 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from models.gguf import drop_quantization_record, gguf_load_kwargs, split_gguf_path
+from utils.hardware import BF16_IF_NATIVE, native_bf16
 from utils.io import DataError
 from utils.logging import get_logger
 
@@ -25,7 +26,9 @@ class ModelArguments:
     gguf_file: str = field(default=None, metadata={
         "help": "Load a GGUF file (unpacked to dense weights): a path, or a file name inside model_name_or_path. "
                 "Needs the gguf package; `python -m models.from_gguf` converts one to a plain checkpoint once."})
-    dtype: str = field(default="auto", metadata={"help": "auto | bf16 | fp16 | fp32"})
+    dtype: str = field(default="auto", metadata={
+        "help": "auto (as the checkpoint stores it) | bf16 | fp16 | fp32 | bf16_if_native (bf16 on a GPU or a CPU "
+                "with AMX / AVX-512 BF16, else fp32; training: fp32 weights, bf16 autocast)"})
     attn_implementation: str = field(
         default="sdpa", metadata={"help": "sdpa | eager | flash_attention_2 (falls back to sdpa when not installed)"}
     )
@@ -85,8 +88,11 @@ def lora_config(args: ModelArguments, task_type: str = "CAUSAL_LM"):
 
 
 def resolve_dtype(name: str):
+    """The torch dtype (or "auto") that --dtype `name` means on this machine."""
+    if name == BF16_IF_NATIVE:
+        return torch.bfloat16 if native_bf16() else torch.float32
     if name not in DTYPES:
-        raise DataError(f"--dtype must be one of {', '.join(DTYPES)}, got {name!r}")
+        raise DataError(f"--dtype must be one of {', '.join([*DTYPES, BF16_IF_NATIVE])}, got {name!r}")
     return DTYPES[name]
 
 
@@ -121,6 +127,8 @@ def load_model(args: ModelArguments, tokenizer, model_class=AutoModelForCausalLM
     """The model of `args` (wrapped in LoRA adapters with `use_peft`); `dtype` overrides `args.dtype`."""
     if not args.model_name_or_path:
         raise ValueError("model_name_or_path is required")
+    if args.dtype == BF16_IF_NATIVE and dtype is None:
+        log.info("--dtype %s: %s on this machine", BF16_IF_NATIVE, "bf16" if native_bf16() else "fp32")
     model = model_class.from_pretrained(
         args.model_name_or_path, dtype=dtype if dtype is not None else resolve_dtype(args.dtype),
         trust_remote_code=args.trust_remote_code,

@@ -15,7 +15,9 @@ import os
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 
+from models.loading import resolve_dtype
 from utils.fingerprint import changed_keys, model_fingerprint
+from utils.hardware import BF16_IF_NATIVE
 from utils.io import write_json
 from utils.logging import get_logger
 
@@ -28,8 +30,13 @@ def reference_fingerprint(dataset: list[dict], ref_name_or_path: str, model_args
     for ex in dataset:
         h.update(json.dumps([ex[k] for k in TOKEN_FIELDS]).encode())
     return {"pairs": len(dataset), "tokens_sha256": h.hexdigest(), "reference": model_fingerprint(ref_name_or_path),
-            "dtype": model_args.dtype, "attn_implementation": model_args.attn_implementation,
+            "dtype": resolved_dtype_name(model_args.dtype), "attn_implementation": model_args.attn_implementation,
             "bf16": bool(args.bf16), "fp16": bool(args.fp16)}
+
+
+def resolved_dtype_name(dtype: str) -> str:
+    """--dtype as the cache key: bf16_if_native is bf16 on some machines and fp32 on others."""
+    return str(resolve_dtype(dtype)).replace("torch.", "") if dtype == BF16_IF_NATIVE else dtype
 
 
 class ReferenceCache:

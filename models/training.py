@@ -4,7 +4,9 @@ model is loaded), the precision policy, and the end of a run (train, save a chec
 
 Precision policy. Full fine-tuning without DeepSpeed keeps fp32 master weights: `--dtype auto`
 loads the trainable weights in fp32 and `--bf16 true` runs the compute under bf16 autocast, and the
-checkpoint is saved in the dtype it was stored in. bf16 weights updated in place lose every update
+checkpoint is saved in the dtype it was stored in. `--dtype bf16_if_native` is the same with
+`--bf16` on by default where the hardware computes bf16 natively (a GPU, or a CPU with AMX or
+AVX-512 BF16), off elsewhere. bf16 weights updated in place lose every update
 smaller than about 2^-8 of a weight (at the recipe's learning rates, most of them); asking for them
 explicitly (`--dtype bf16`) is allowed, with a warning when the learning rate is below that
 resolution. DeepSpeed keeps fp32 master weights itself, and LoRA trains fp32 adapters on a frozen
@@ -19,6 +21,7 @@ from transformers import AutoModelForCausalLM
 
 from models.loading import ModelArguments, checkpoint_dtype, load_model, resolve_dtype, save_for_inference
 from utils.config import save_resolved_config
+from utils.hardware import BF16_IF_NATIVE
 from utils.io import DataError
 from utils.logging import get_logger
 from utils.seed import set_seed
@@ -57,11 +60,17 @@ def keeps_fp32_master_weights(model_args: ModelArguments, args) -> bool:
     return not model_args.use_peft and deepspeed_zero_stage(args) is None
 
 
+def master_weights_in_fp32(model_args: ModelArguments, args) -> bool:
+    """The project keeps fp32 master weights and saves the checkpoint as its input was stored:
+    full fine-tuning without DeepSpeed, asked with --dtype auto or bf16_if_native (whose bf16 is the
+    compute's, under autocast; utils.config turns --bf16 on where it is native)."""
+    return model_args.dtype in ("auto", BF16_IF_NATIVE) and keeps_fp32_master_weights(model_args, args)
+
+
 def training_dtype(model_args: ModelArguments, args):
-    requested = resolve_dtype(model_args.dtype)
-    if requested == "auto" and keeps_fp32_master_weights(model_args, args):
+    if master_weights_in_fp32(model_args, args):
         return torch.float32
-    return requested
+    return resolve_dtype(model_args.dtype)
 
 
 def warn_if_updates_round_away(model, model_args: ModelArguments, args) -> str | None:
@@ -114,7 +123,7 @@ def train_and_save(trainer, tokenizer, model_args: ModelArguments, configs: tupl
         if trainer.is_world_process_zero():
             save_for_inference(trainer.model, tokenizer, args.output_dir)  # merges LoRA
     else:
-        if model_args.dtype == "auto" and keeps_fp32_master_weights(model_args, args):
+        if master_weights_in_fp32(model_args, args):
             stored = checkpoint_dtype(model_args.model_name_or_path, model_args.trust_remote_code,
                                       model_args.gguf_file)
             if stored is not None and stored != trainer.model.dtype:

@@ -50,3 +50,51 @@ def test_bf16_autocast_training_keeps_fp32_master_weights(tiny_model_dir, synthe
     assert torch.allclose(weights["fp32"], weights["bf16"], atol=2e-3)
     for a, b in zip(losses["fp32"], losses["bf16"]):
         assert abs(a - b) / a < 0.02, (losses)
+
+
+def test_bf16_if_native_is_bf16_only_where_the_hardware_computes_it(monkeypatch, tmp_path):
+    """--dtype bf16_if_native: bf16 weights for inference and bf16 autocast over fp32 master weights
+    for training where bf16 is native, fp32 everywhere else; a --bf16 flag or config value still wins."""
+    from transformers import TrainingArguments
+
+    import utils.hardware
+    from models import loading
+    from models.training import training_dtype
+    from utils.config import parse_args
+
+    info = tmp_path / "cpuinfo"
+    for flags, native in (("fpu avx2 avx512f", False), ("fpu avx512f amx_tile amx_bf16", True),
+                          ("fpu avx512f avx512_bf16", True)):
+        info.write_text(f"model name\t: Test CPU\nflags\t\t: {flags}\n")
+        assert any(f in utils.hardware.NATIVE_BF16_FLAGS for f in utils.hardware.cpu_flags(str(info))[1]) == native
+    config = tmp_path / "train.yaml"
+    config.write_text("dtype: bf16_if_native\nlearning_rate: 1.0e-4\n")
+    for native in (False, True):
+        monkeypatch.setattr(utils.hardware, "native_bf16", lambda native=native: native)
+        monkeypatch.setattr(loading, "native_bf16", lambda native=native: native)
+        assert loading.resolve_dtype("bf16_if_native") == (torch.bfloat16 if native else torch.float32)
+        base = ["--output_dir", str(tmp_path / "out"), "--model_name_or_path", "m"]
+        model_args, args = parse_args([loading.ModelArguments, TrainingArguments], ["--config", str(config), *base])
+        assert args.bf16 is native  # autocast where native
+        assert training_dtype(model_args, args) == torch.float32  # fp32 master weights either way
+        _, args = parse_args([loading.ModelArguments, TrainingArguments],
+                             ["--config", str(config), *base, "--bf16", "false"])
+        assert args.bf16 is False  # the flag decides
+        _, args = parse_args([loading.ModelArguments, TrainingArguments], [*base, "--dtype", "fp32"])
+        assert args.bf16 is False  # any other dtype leaves autocast to --bf16
+    config.write_text("dtype: bf16_if_native\nbf16: false\n")
+    _, args = parse_args([loading.ModelArguments, TrainingArguments], ["--config", str(config), *base])
+    assert args.bf16 is False  # the config value decides
+
+
+def test_bench_precision_measures_bf16_against_fp32_on_a_refinements_judgments(tiny_pipeline, capsys):
+    from benchmarks.bench_precision import main, same_side_of_median
+
+    assert same_side_of_median([1, 2, 3, 4], [1, 2, 3, 4]) == 1.0
+    assert same_side_of_median([1, 2, 3, 4], [4, 3, 2, 1]) == 0.0
+    _, run, _ = tiny_pipeline
+    main(["--model_name_or_path", os.path.join(run, "sft"), "--refine_dir", os.path.join(run, "refine")])
+    rows = {line.split("|")[1].strip(): [float(x) for x in line.split("|")[2:6]]
+            for line in capsys.readouterr().out.splitlines() if line.startswith("| bf16") or line.startswith("| refinement")}
+    assert rows["refinement"][2] < 1e-4  # the fp32 refinement's own perplexities are the fp32 forward pass's
+    assert 0 < rows["bf16"][0] < BF16_PPL_REL_ERROR and rows["bf16"][3] > 0.9  # bf16 differs, a little

@@ -1,5 +1,6 @@
-"""benchmarks.bench_hardware: the processor's bf16 instructions and its matrix-multiply rate."""
-from benchmarks.bench_hardware import cpu_flags, matmul_gflops
+"""The processor's bf16 instructions (utils.hardware) and its matrix-multiply rate (benchmarks.bench_hardware)."""
+from benchmarks.bench_hardware import matmul_gflops
+from utils.hardware import cpu_flags
 
 
 def test_cpu_flags_name_the_bf16_instructions_present(tmp_path):

@@ -62,9 +62,13 @@ def test_a_recipe_is_consistent_across_its_stages(recipe, tmp_path):
     assert stages["sft"]["max_length"] >= room and stages["mdpo"]["max_length"] >= room
     assert stages["mdpo"]["precompute_ref_max_tokens"] >= 2 * stages["mdpo"]["max_length"]
     assert stages["refine"]["scoring_max_tokens"] >= room
-    if os.path.basename(recipe) == "smollm2-135m":  # the CPU recipe: fp32, and every training stage resumes
-        assert all(c["dtype"] == "fp32" for c in stages.values())
+    if os.path.basename(recipe) == "smollm2-135m":  # the CPU recipe: bf16 where native but for evaluation; it resumes
         bt = _parse("bt", os.path.join(recipe, "bt.yaml"), tmp_path)
+        assert all(c["dtype"] == "bf16_if_native" for c in (stages["sft"], stages["refine"], stages["mdpo"], bt))
+        assert stages["eval"]["dtype"] == "fp32"  # bf16 moved verdicts of the same judge (docs/benchmarks.md)
+        from utils.hardware import native_bf16
+
+        assert stages["sft"]["bf16"] == stages["mdpo"]["bf16"] == bt["bf16"] == native_bf16()  # autocast here?
         assert bt["max_length"] >= room
         grpo = _parse("grpo", os.path.join(recipe, "grpo.yaml"), tmp_path)  # the GRPO judge: judgments as long
         assert grpo["max_prompt_length"] == budgets["sft"] and grpo["max_completion_length"] == stages["eval"]["max_new_tokens"]

@@ -73,11 +73,27 @@ def parse_args(dataclass_types: Sequence[type], args: Sequence[str] | None = Non
             # Values pass through argparse's type conversion only when given as strings.
             action.default = action.type(value) if isinstance(value, str) and action.type else value
             action.required = False
+    if "bf16" in known and "dtype" in known and not (config_path and "bf16" in cfg):
+        autocast_where_native(known, args)
     if shared:  # each dataclass takes its fields from one namespace, a shared field included
         namespace = vars(parser.parse_args(args))
         return tuple(t(**{f.name: namespace[f.name] for f in dataclasses.fields(t) if f.init and f.name in namespace})
                      for t in dataclass_types)
     return parser.parse_args_into_dataclasses(args=args, look_for_args_file=False)
+
+
+def autocast_where_native(known: dict, args: list[str]) -> None:
+    """A training script run with --dtype bf16_if_native: bf16 autocast (--bf16) on by default where
+    the hardware computes bf16 natively, off elsewhere; a --bf16 flag or config value still decides.
+    It must be set before TrainingArguments is built: its mixed precision is fixed then."""
+    import argparse
+
+    from utils.hardware import BF16_IF_NATIVE, native_bf16
+
+    given = argparse.ArgumentParser(add_help=False)
+    given.add_argument("--dtype", default=known["dtype"].default)
+    if given.parse_known_args(args)[0].dtype == BF16_IF_NATIVE:
+        known["bf16"].default = native_bf16()
 
 
 def require(**values) -> None:
