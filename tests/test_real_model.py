@@ -7,6 +7,7 @@ import os
 
 import pytest
 import torch
+import yaml
 
 from tests.conftest import REAL_PROMPT, ROOT, assert_pairs_within_prompts, read_jsonl, read_refinement
 
@@ -177,7 +178,12 @@ def test_m_dpo_plain_dpo_and_rft_train_the_real_model(variant, real_sft, real_pa
         first = next(h for h in json.load(f)["log_history"] if "loss" in h)
     assert 0 < first["loss"] < 1e3
     if "sft" not in variant:  # before the first update the policy is the reference
-        assert abs(first["rewards/margins"]) < 1e-3 and abs(first["rewards/chosen"]) < 1e-3
+        with open(os.path.join(out, "run_config.yaml")) as f:
+            bf16 = yaml.safe_load(f)["bf16"]  # the recipe's bf16_if_native: autocast on AMX / AVX-512 BF16 CPUs
+        # Under bf16 autocast the reference pass (16 pairs a batch) and the policy's forward (4) pad and
+        # block the same rows differently: their sequence log-probs agree to ~1e-3 relative, not 1e-6.
+        bound = 0.1 if bf16 else 1e-3
+        assert abs(first["rewards/margins"]) < bound and abs(first["rewards/chosen"]) < bound
     with open(os.path.join(out, "reference_logps.json")) as f:
         logps = json.load(f)["logps"]
     assert len(logps) == 4 and all(-1e4 < x < 0 for pair in logps for x in pair)
