@@ -82,6 +82,9 @@ def test_bf16_if_native_is_bf16_only_where_the_hardware_computes_it(monkeypatch,
         assert args.bf16 is False  # the flag decides
         _, args = parse_args([loading.ModelArguments, TrainingArguments], [*base, "--dtype", "fp32"])
         assert args.bf16 is False  # any other dtype leaves autocast to --bf16
+        from generate.vllm_sampler import engine_dtype
+
+        assert engine_dtype(None, "bf16_if_native", "m") == ("bfloat16" if native else "float32")  # vLLM follows
     config.write_text("dtype: bf16_if_native\nbf16: false\n")
     _, args = parse_args([loading.ModelArguments, TrainingArguments], ["--config", str(config), *base])
     assert args.bf16 is False  # the config value decides

@@ -165,8 +165,9 @@ def real_checkpoint():
 
 
 def test_vllm_refinement_on_the_real_model_scores_in_the_hf_precision(real_checkpoint, synthetic_dir, tmp_path):
-    """No --vllm_dtype: the engine computes in the precision of --dtype (fp32 in the recipe), not in
-    vLLM's 'auto' (bf16 on CPU), so its perplexities are the HF ones to 1e-4."""
+    """No --vllm_dtype: the engine computes in the precision of --dtype (fp32 here; the recipe's
+    bf16_if_native is bf16 on AMX machines), not in vLLM's 'auto' (bf16 on CPU), so its perplexities
+    are the HF fp32 ones to 1e-4."""
     out = str(tmp_path / "refine")
     proc = run_cli("run_preference_refinement.py", "--config",
                    os.path.join(ROOT, "configs", "recipes", "smollm2-135m", "refine.yaml"),
@@ -174,7 +175,7 @@ def test_vllm_refinement_on_the_real_model_scores_in_the_hf_precision(real_check
                    "--output_dir", out, "--max_items", "2", "--num_samples", "2", "--temperatures", "1.0",
                    "--templates", "compare", "--max_new_tokens", "24", "--items_per_chunk", "2",
                    "--sampler", "vllm", "--score_with", "sampler", "--gpu_memory_utilization", "0.5",
-                   "--max_model_len", "512", "--enforce_eager", "true")
+                   "--max_model_len", "512", "--enforce_eager", "true", "--dtype", "fp32")
     assert proc.returncode == 0, proc.stderr[-3000:]
     samples, pairs, stats = read_refinement(out)
     assert len(samples) == 2 * 2 * 2
