@@ -26,7 +26,7 @@ from data.schemas import load_prefs
 from data.templates import ORDERS, judge_prompt_groups, template_ids
 from data.tokens import encode_response
 from generate.calibration import confidences, verdict_token_logp
-from generate.levels import assign_level, oracle_level, build_pairs, refinement_stats, resolve_threshold
+from generate.levels import assign_level, build_pairs, oracle_level, refinement_stats, resolve_threshold
 from generate.parsing import parse_verdict
 from generate.perplexity import ppl_score, response_perplexities
 from generate.backends import build_sampler
@@ -179,20 +179,16 @@ def finalize(records: list[dict], args: RefinementArguments,
     def usable(r):
         return not ((args.drop_unparseable and r["verdict"] is None) or (args.unfinished == "drop" and not r["finished"]))
 
+    accepted = [r["correct"] and r["finished"] for r in records]  # an unfinished judgment is never accepted
     if args.score == "oracle":
         threshold = None
-        faithful = oracle_confidences(records, items, args)
+        levels = [oracle_level(a, f) for a, f in zip(accepted, oracle_confidences(records, items, args))]
     else:
         level_confidences(records, args)
         threshold = resolve_threshold(args.threshold, [r["score"] for r in records if usable(r)])
-    for i, r in enumerate(records):
-        accepted = r["correct"] and r["finished"]  # an unfinished judgment is never accepted
-        if not usable(r):
-            r["level"] = None
-        elif args.score == "oracle":
-            r["level"] = oracle_level(accepted, faithful[i])
-        else:
-            r["level"] = assign_level(accepted, r["score"], threshold)
+        levels = [assign_level(a, r["score"], threshold) for a, r in zip(accepted, records)]
+    for r, level in zip(records, levels):
+        r["level"] = level if usable(r) else None
     pairs = build_pairs(records, args.max_pairs_per_item)
     return records, pairs, refinement_stats(records, pairs, threshold, args.score)
 
