@@ -17,6 +17,11 @@ Variants, each in its own process:
 - `vllm+model`, `vllm+sampler`: vLLM samples (only where vLLM is installed); the table gives the
   time with and without loading (the engine's start-up is a fixed cost of ~30 s on CPU).
 
+`--vllm_settings` runs the vLLM variants once per setting of a grid 'NAME=v1,v2; NAME=v1,v2':
+upper-case names are the engine's environment (VLLM_CPU_OMP_THREADS_BIND, VLLM_CPU_KVCACHE_SPACE
+in GiB, ...), lower-case ones its options (enforce_eager, max_num_seqs, ...: generate.vllm_sampler.
+VLLMOptions). Unset, the engine runs eager with a 2 GiB KV cache.
+
 Achieved GFLOP/s counts the work every variant must do, 2 x parameters x (prompt tokens once per
 prompt and temperature + generated tokens), over the time taken: recomputed prompts and padding are
 the variant's waste, not its work.
@@ -24,6 +29,8 @@ the variant's waste, not its work.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import json
 import os
 import subprocess
@@ -81,7 +88,6 @@ def run_variant(variant: str, a) -> dict:
     from data.schemas import load_prefs
     from data.templates import template_ids
     from data.tokens import encode_prompt
-    from generate.vllm_sampler import VLLMOptions
     from generate.backends import build_sampler
     from models.loading import ModelArguments, load_model, tokenizer_of
     from run_preference_refinement import RefinementArguments, process_chunk, prompt_groups
@@ -97,7 +103,7 @@ def run_variant(variant: str, a) -> dict:
     if sampler_name == "generate":
         sampler = GenerateSampler(model, tok, args.generation_batch_size)
     else:
-        options = VLLMOptions(gpu_memory_utilization=0.5, max_model_len=512, enforce_eager=True)  # dtype: as HF's
+        options = vllm_options(json.loads(a.vllm_options))  # dtype: as HF's
         sampler = build_sampler(sampler_name, model_args, tok, model, options, args.generation_batch_size,
                                 logprobs=score_with == "sampler")
     loaded = time.perf_counter()
@@ -117,6 +123,33 @@ def run_variant(variant: str, a) -> dict:
             "mean_ppl": sum(r["ppl"] for r in records) / len(records)}
 
 
+ENGINE_DEFAULTS = {"VLLM_CPU_KVCACHE_SPACE": "2", "gpu_memory_utilization": "0.5", "max_model_len": "512",
+                   "enforce_eager": "true"}
+
+
+def settings_grid(text: str | None) -> list[dict]:
+    """'NAME=v1,v2; NAME=v1,v2' -> every combination, each {name: value} over ENGINE_DEFAULTS."""
+    axes = []
+    for part in (p.strip() for p in (text or "").split(";") if p.strip()):
+        name, sep, values = part.partition("=")
+        if not sep or not name.strip() or not values.strip():
+            sys.exit(f"--vllm_settings must look like 'NAME=v1,v2; NAME=v1,v2', got {part!r}")
+        axes.append([(name.strip(), v.strip()) for v in values.split(",")])
+    return [{**ENGINE_DEFAULTS, **dict(combo)} for combo in itertools.product(*axes)]
+
+
+def vllm_options(settings: dict):
+    """VLLMOptions from the lower-case settings, each value read as its field's type."""
+    from generate.vllm_sampler import VLLMOptions
+
+    types = {f.name: f.type for f in dataclasses.fields(VLLMOptions)}
+    read = {"bool": lambda v: v.lower() in ("1", "true", "yes"), "int": int, "float": float, "str": str}
+    unknown = [k for k in settings if k.islower() and k not in types]
+    if unknown:
+        sys.exit(f"--vllm_settings: {unknown[0]!r} is not a VLLMOptions field ({', '.join(types)})")
+    return VLLMOptions(**{k: read[types[k]](v) for k, v in settings.items() if k.islower()})
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model_name_or_path", required=True)
@@ -125,6 +158,9 @@ def main(argv=None) -> None:
     p.add_argument("--num_samples", type=int, default=8)
     p.add_argument("--max_new_tokens", type=int, default=64)
     p.add_argument("--dtype", default="fp32", help="the precision of both backends")
+    p.add_argument("--variants", help="comma-separated subset of " + ", ".join(VARIANTS) + " (default: all)")
+    p.add_argument("--vllm_settings", help="vLLM variants once per setting of 'NAME=v1,v2; NAME=v1,v2' (see above)")
+    p.add_argument("--vllm_options", default="{}", help=argparse.SUPPRESS)
     p.add_argument("--variant", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.variant:
@@ -139,35 +175,43 @@ def main(argv=None) -> None:
 
     peak = matmul_gflops({"bf16": torch.bfloat16}.get(a.dtype, torch.float32))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
+    wanted = a.variants.split(",") if a.variants else list(VARIANTS)
+    if not set(wanted) <= set(VARIANTS):
+        sys.exit(f"--variants: choose from {', '.join(VARIANTS)}, got {a.variants!r}")
+    runs = []
+    for v in [v for v in wanted if importlib.util.find_spec("vllm") or not v.startswith("vllm")]:
+        runs += [(v, s) for s in settings_grid(a.vllm_settings)] if v.startswith("vllm") else [(v, {})]
     results = []
-    for v in [v for v in VARIANTS if importlib.util.find_spec("vllm") or not v.startswith("vllm")]:
+    for v, settings in runs:
+        env = {**os.environ, **{k: val for k, val in settings.items() if k.isupper()}}
+        options = {k: val for k, val in settings.items() if k.islower()}
         proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_sampling", "--variant", v,
                                "--model_name_or_path", a.model_name_or_path, "--pref_file", a.pref_file,
                                "--items", str(a.items), "--num_samples", str(a.num_samples),
-                               "--max_new_tokens", str(a.max_new_tokens), "--dtype", a.dtype], capture_output=True,
-                              text=True, cwd=root,
+                               "--max_new_tokens", str(a.max_new_tokens), "--dtype", a.dtype,
+                               "--vllm_options", json.dumps(options)], capture_output=True, text=True, cwd=root,
                               env=env)
         line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
         if proc.returncode != 0 or not line:
             sys.exit(f"{v} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-        results.append(json.loads(line[0][7:]))
+        changed = {k: val for k, val in settings.items() if ENGINE_DEFAULTS.get(k) != val}
+        results.append({**json.loads(line[0][7:]), "settings": " ".join(f"{k}={val}" for k, val in changed.items())})
     base = results[0]
-    flop = next(r["flop"] for r in results if r["flop"])
+    flop = next((r["flop"] for r in results if r["flop"]), None)  # the vLLM-only variants load no HF model
     print(f"\nrefinement sampling + scoring, {a.items} items x 3 templates x 2 orders x K={a.num_samples} "
           f"(temperatures 0.7, 1.0), max_new_tokens={a.max_new_tokens}, {a.dtype}, torch threads={base['threads']}, "
           f"model {a.model_name_or_path}")
     name, flags = cpu_flags()
     print(f"{name}; bf16 instructions: {', '.join(flags) or 'none'}; {a.dtype} matmul peak {peak:,.1f} GFLOP/s "
           "(benchmarks.bench_hardware, this run)")
-    print("| variant | samples | samples/s | tokens/s | GFLOP/s (% of peak) | seconds | + loading | end to end vs generate "
-          "| mean ppl |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| variant | vLLM settings | samples | samples/s | tokens/s | GFLOP/s (% of peak) | seconds | + loading "
+          "| end to end vs the first | mean ppl |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         total = r["work_s"] + r["load_s"]
-        rate = flop / r["work_s"] / 1e9
-        print(f"| {r['variant']} | {r['samples']} | {r['samples'] / r['work_s']:.1f} | {r['tokens'] / r['work_s']:,.0f} | "
-              f"{rate:,.1f} ({100 * rate / peak:.0f}%) | {r['work_s']:.1f} | {total:.1f} | "
+        rate = f"{flop / r['work_s'] / 1e9:,.1f} ({100 * flop / r['work_s'] / 1e9 / peak:.0f}%)" if flop else "-"
+        print(f"| {r['variant']} | {r['settings'] or '-'} | {r['samples']} | {r['samples'] / r['work_s']:.1f} | "
+              f"{r['tokens'] / r['work_s']:,.0f} | {rate} | {r['work_s']:.1f} | {total:.1f} | "
               f"{(base['work_s'] + base['load_s']) / total:.2f}x ({base['work_s'] / r['work_s']:.2f}x without loading) | "
               f"{r['mean_ppl']:.4f} |")
 

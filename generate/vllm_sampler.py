@@ -53,7 +53,9 @@ class VLLMOptions:
                 "for the scoring model with --score_with model."})
     max_model_len: int = field(default=None, metadata={"help": "vLLM: longest prompt + judgment (default: the model's)."})
     tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM: GPUs one engine spans."})
-    enforce_eager: bool = field(default=False, metadata={"help": "vLLM: no CUDA graphs (faster start, slower decode)."})
+    enforce_eager: bool = field(default=False, metadata={
+        "help": "vLLM: no CUDA graphs on GPUs, no torch.compile on CPUs (faster start, slower decode)."})
+    max_num_seqs: int = field(default=None, metadata={"help": "vLLM: most sequences decoded at once (default: vLLM's)."})
     vllm_dtype: str = field(default=None, metadata={
         "help": "vLLM: auto | bfloat16 | float16 | float32; default: the precision the HF path uses (--dtype; "
                 "auto = as the checkpoint stores it). vLLM's own 'auto' computes an fp32 checkpoint in bf16 on CPU."})
@@ -140,7 +142,8 @@ class VLLMSampler:
                 devices = visible.split(",") if visible else [str(i) for i in range(int(local_rank) + 1)]
                 os.environ["CUDA_VISIBLE_DEVICES"] = devices[int(local_rank)]
         key = (model_name_or_path, dtype, seed, options.gpu_memory_utilization, options.max_model_len,
-               options.tensor_parallel_size, options.enforce_eager)
+               options.tensor_parallel_size, options.enforce_eager, options.max_num_seqs)
+        optional = {"max_num_seqs": options.max_num_seqs} if options.max_num_seqs else {}
         if _shared is not None and key in _shared:
             self.llm = _shared[key]
             return
@@ -148,7 +151,7 @@ class VLLMSampler:
             self.llm = LLM(model=model_name_or_path, tokenizer=model_name_or_path, dtype=dtype,
                            max_model_len=options.max_model_len, tensor_parallel_size=options.tensor_parallel_size,
                            gpu_memory_utilization=options.gpu_memory_utilization, enforce_eager=options.enforce_eager,
-                           seed=seed)
+                           seed=seed, **optional)
         except Exception as e:  # vLLM's own reason (no memory, max_model_len too long ...) in one line
             raise DataError(f"vLLM could not start {model_name_or_path}: {str(e).strip().splitlines()[-1]}") from None
         if _shared is not None:
