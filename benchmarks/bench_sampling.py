@@ -29,13 +29,13 @@ the variant's waste, not its work.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import json
 import os
 import subprocess
 import sys
 import time
+import typing
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -142,8 +142,9 @@ def vllm_options(settings: dict):
     """VLLMOptions from the lower-case settings, each value read as its field's type."""
     from generate.vllm_sampler import VLLMOptions
 
-    types = {f.name: f.type for f in dataclasses.fields(VLLMOptions)}
-    read = {"bool": lambda v: v.lower() in ("1", "true", "yes"), "int": int, "float": float, "str": str}
+    # get_type_hints, not Field.type: HfArgumentParser swaps the annotation strings for classes in place.
+    types = typing.get_type_hints(VLLMOptions)
+    read = {bool: lambda v: v.lower() in ("1", "true", "yes"), int: int, float: float, str: str}
     unknown = [k for k in settings if k.islower() and k not in types]
     if unknown:
         sys.exit(f"--vllm_settings: {unknown[0]!r} is not a VLLMOptions field ({', '.join(types)})")

@@ -38,6 +38,11 @@ def test_the_vllm_settings_grid_is_every_combination_over_the_engine_defaults():
 
 
 def test_vllm_options_read_each_setting_as_its_fields_type():
+    from transformers import HfArgumentParser
+
+    from generate.vllm_sampler import VLLMOptions
+
+    HfArgumentParser(VLLMOptions)  # it turns the fields' annotation strings into classes, as a script's parser does
     options = vllm_options({**ENGINE_DEFAULTS, "enforce_eager": "false", "max_num_seqs": "64"})
     assert (options.enforce_eager, options.max_num_seqs, options.gpu_memory_utilization) == (False, 64, 0.5)
     assert options.max_model_len == 512 and vllm_options(ENGINE_DEFAULTS).enforce_eager is True
