@@ -15,12 +15,14 @@ Variants, each in its own process:
 - `hf+sampler`: the same samples, perplexities from the log-probs they were sampled with
   (`--score_with sampler`: no second pass);
 - `vllm+model`, `vllm+sampler`: vLLM samples (only where vLLM is installed); the table gives the
-  time with and without loading (the engine's start-up is a fixed cost of ~30 s on CPU).
+  time with and without loading (the engine's start-up is a fixed cost on CPU: ~90 s with its
+  compiled graphs, ~30 s eager).
 
 `--vllm_settings` runs the vLLM variants once per setting of a grid 'NAME=v1,v2; NAME=v1,v2':
 upper-case names are the engine's environment (VLLM_CPU_OMP_THREADS_BIND, VLLM_CPU_KVCACHE_SPACE
 in GiB, ...), lower-case ones its options (enforce_eager, max_num_seqs, ...: generate.vllm_sampler.
-VLLMOptions). Unset, the engine runs eager with a 2 GiB KV cache.
+VLLMOptions). Unset, the engine runs as the scripts run it (compiled graphs, not eager) with a
+2 GiB KV cache.
 
 Achieved GFLOP/s counts the work every variant must do, 2 x parameters x (prompt tokens once per
 prompt and temperature + generated tokens), over the time taken: recomputed prompts and padding are
@@ -124,7 +126,7 @@ def run_variant(variant: str, a) -> dict:
 
 
 ENGINE_DEFAULTS = {"VLLM_CPU_KVCACHE_SPACE": "2", "gpu_memory_utilization": "0.5", "max_model_len": "512",
-                   "enforce_eager": "true"}
+                   "enforce_eager": "false"}
 
 
 def settings_grid(text: str | None) -> list[dict]:

@@ -43,8 +43,8 @@ def test_vllm_options_read_each_setting_as_its_fields_type():
     from generate.vllm_sampler import VLLMOptions
 
     HfArgumentParser(VLLMOptions)  # it turns the fields' annotation strings into classes, as a script's parser does
-    options = vllm_options({**ENGINE_DEFAULTS, "enforce_eager": "false", "max_num_seqs": "64"})
-    assert (options.enforce_eager, options.max_num_seqs, options.gpu_memory_utilization) == (False, 64, 0.5)
-    assert options.max_model_len == 512 and vllm_options(ENGINE_DEFAULTS).enforce_eager is True
+    options = vllm_options({**ENGINE_DEFAULTS, "enforce_eager": "true", "max_num_seqs": "64"})
+    assert (options.enforce_eager, options.max_num_seqs, options.gpu_memory_utilization) == (True, 64, 0.5)
+    assert options.max_model_len == 512 and vllm_options(ENGINE_DEFAULTS).enforce_eager is False
     with pytest.raises(SystemExit, match="'max_batch' is not a VLLMOptions field"):
         vllm_options({"max_batch": "8"})
