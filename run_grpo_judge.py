@@ -79,8 +79,12 @@ def check_batches(args: GRPOJudgeArguments, config: GRPOConfig) -> None:
                         f"(generation_batch_size / num_generations = {prompts_per_batch})")
 
 
+def parse(argv=None) -> tuple[ModelArguments, GRPOJudgeArguments, GRPOConfig]:
+    return parse_args((ModelArguments, GRPOJudgeArguments, GRPOConfig), argv, shared=True)
+
+
 def main(argv=None) -> None:
-    model_args, args, config = parse_args((ModelArguments, GRPOJudgeArguments, GRPOConfig), argv, shared=True)
+    model_args, args, config = parse(argv)
     require(model_name_or_path=model_args.model_name_or_path, pref_file=args.pref_file, output_dir=config.output_dir)
     check_batches(args, config)
     check_training_setup(model_args, config)
@@ -90,7 +94,8 @@ def main(argv=None) -> None:
     tokenizer = tokenizer_of(model_args)
     dataset = judge_dataset(items, tokenizer, args, config.seed)
     model = load_trainable_model(model_args, config, tokenizer)
-    model.generation_config.eos_token_id = stop_token_ids(tokenizer)  # a judgment ends at its end of turn (TRL adds EOS)
+    # A judgment ends at its end of turn (TRL adds EOS).
+    model.generation_config.eos_token_id = stop_token_ids(tokenizer)
     log.info("GRPO judge on %d labelled pairs: %d prompts x %d judgments, reward %s", len(items), len(dataset),
              config.num_generations, args.reward)
     trainer = GRPOTrainer(model=model, reward_funcs=[VerdictReward(args.reward == "position_consistent")],

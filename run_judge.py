@@ -91,8 +91,12 @@ def judge_rows(judge: Judge, rows: list[dict], seed: int) -> list[dict]:
     return out
 
 
+def parse(argv=None) -> tuple[ModelArguments, JudgeArguments, VLLMOptions]:
+    return parse_args((ModelArguments, JudgeArguments, VLLMOptions), argv)
+
+
 def main(argv=None) -> None:
-    model_args, args, vllm_options = parse_args((ModelArguments, JudgeArguments, VLLMOptions), argv)
+    model_args, args, vllm_options = parse(argv)
     require(model_name_or_path=model_args.model_name_or_path, input_file=args.input_file,
             output_file=args.output_file)
     check_settings(args, at_least={"num_samples": 1, "max_new_tokens": 1, "max_prompt_length": 1, "batch_size": 1,

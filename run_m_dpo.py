@@ -1,8 +1,8 @@
 """Stage 3 of GFRIEND: multi-level weighted DPO (M-DPO) on the refined pairs.
 
-    python run_m_dpo.py --config configs/mdpo_demo.yaml [--model_name_or_path SFT_CKPT
-        --pairs_file pairs.jsonl --output_dir O --weighting levels|scores|none --alpha 1.0
-        --beta 0.1 --normalize_weights ...]
+    python run_m_dpo.py                      # the constants below
+    python run_m_dpo.py --config R.yaml --model_name_or_path SFT --pairs_file pairs.jsonl --output_dir O
+        [--weighting levels|scores|none --alpha 1.0 --beta 0.1 --normalize_weights ...]
 
 The reference model is the starting checkpoint unless --ref_model_name_or_path names another.
 `--weighting none` is plain DPO (the paper's "w/o M-DPO" ablation). Reference log-probs are
@@ -10,7 +10,12 @@ computed once and kept in output_dir/reference_logps.json: a resumed or repeated
 pairs, tokenization and reference reuses them. The saved judge loads with `from_pretrained` as is
 (LoRA adapters are merged).
 """
-from __future__ import annotations
+# What `python run_m_dpo.py` runs with no arguments: point these at your SFT judge and refined
+# pairs. A flag, or a value the --config file sets, overrides each.
+MODEL = "outputs/sft"  # run_sft.py's OUTPUT_DIR: the policy's start and the reference
+PAIRS_FILE = "outputs/refine/pairs.jsonl"  # from run_preference_refinement.py's OUTPUT_DIR
+OUTPUT_DIR = "outputs/gfriend"  # the trained judge (run_eval.py's MODEL)
+CONFIG = "configs/recipes/smollm2-135m/mdpo.yaml"  # every other setting (configs/recipes/)
 
 import gc
 import os
@@ -26,7 +31,7 @@ from models.losses import weights_for_pairs
 from models.m_dpo_trainer import MDPOConfig, MDPOTrainer, PairCollator, encode_pair, pair_length
 from models.reference_cache import ReferenceCache, reference_fingerprint
 from models.training import check_training_setup, load_trainable_model, train_and_save
-from utils.config import parse_args, require, run_main
+from utils.config import check_default_inputs, parse_args, require, run_main
 from utils.io import DataError
 from utils.logging import get_logger
 
@@ -87,10 +92,22 @@ def check_reference_budget(dataset: list[dict], args: MDPOConfig) -> None:
                         f"2 x max_length = {2 * args.max_length}")
 
 
+# Flags that are gone, and what replaces them.
+RENAMED = {"rpo_alpha": "--loss_type sigmoid sft --loss_weights 1 W (W: the NLL term's weight)",
+           "dpo_weight": "the first of --loss_weights"}
+
+
+def parse(argv=None) -> tuple[ModelArguments, MDPOScriptArguments, MDPOConfig]:
+    """The run's settings: flags over the --config file over the constants above."""
+    return parse_args((ModelArguments, MDPOScriptArguments, MDPOConfig), argv, renamed=RENAMED, defaults={
+        "config": CONFIG, "model_name_or_path": MODEL, "pairs_file": PAIRS_FILE, "output_dir": OUTPUT_DIR})
+
+
 def main(argv=None) -> None:
-    model_args, script_args, args = parse_args((ModelArguments, MDPOScriptArguments, MDPOConfig), argv)
+    model_args, script_args, args = parse(argv)
     require(model_name_or_path=model_args.model_name_or_path, pairs_file=script_args.pairs_file,
             output_dir=args.output_dir)
+    check_default_inputs(model_args.model_name_or_path, script_args.pairs_file)
     live_reference = not args.precompute_ref_log_probs
     check_training_setup(model_args, args, live_reference=live_reference)
     pairs = load_pairs(script_args.pairs_file)
@@ -102,11 +119,12 @@ def main(argv=None) -> None:
     # The reference is the starting model (a GGUF file included) unless another is named.
     own_reference = not script_args.ref_model_name_or_path
     ref_args = ModelArguments(**{**vars(model_args), "use_peft": False,
-                                 "model_name_or_path": script_args.ref_model_name_or_path or model_args.model_name_or_path,
+                                 "model_name_or_path": (script_args.ref_model_name_or_path
+                                                        or model_args.model_name_or_path),
                                  "gguf_file": model_args.gguf_file if own_reference else None})
     cache, cached = None, False
     if args.precompute_ref_log_probs:
-        cache = ReferenceCache(args.ref_logps_cache or os.path.join(args.output_dir, "reference_logps.json"),
+        cache = ReferenceCache(os.path.join(args.output_dir, "reference_logps.json"),
                                reference_fingerprint(dataset, ref_args.source, model_args, args))
         cached = cache.load_into(dataset)
     model = load_trainable_model(model_args, args, tokenizer)
@@ -117,7 +135,8 @@ def main(argv=None) -> None:
     log.info("M-DPO on %d pairs (weighting=%s, alpha=%s, beta=%s)", len(dataset), args.weighting, args.alpha, args.beta)
     trainer = MDPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                           data_collator=PairCollator(tokenizer.pad_token_id),
-                          ref_model=load_model(ref_args, tokenizer).requires_grad_(False) if separate_reference else None)
+                          ref_model=(load_model(ref_args, tokenizer).requires_grad_(False) if separate_reference
+                                     else None))
     if separate_reference:
         gc.collect()  # a reference used only for the pass is unreachable now: give its memory back
         clear_device_cache()

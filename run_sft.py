@@ -1,12 +1,18 @@
 """Stage 1 of GFRIEND: supervised fine-tuning of the judge on chains of thought.
 
-    python run_sft.py --config configs/sft_demo.yaml [--model_name_or_path M --train_file F ...]
+    python run_sft.py                        # the constants below
+    python run_sft.py --config R.yaml --model_name_or_path M --train_file F --output_dir O [--flag value ...]
 
 Rows are either the judge form {question, answer_a, answer_b, chain_of_thought, verdict}, rendered
 with the judge templates into prompt X and response E + "Verdict: Y", or the plain form
 {question, chain_of_thought}. The loss covers response tokens only.
 """
-from __future__ import annotations
+# What `python run_sft.py` runs with no arguments: point these at your model and data. A flag, or
+# a value the --config file sets, overrides each. `make real-model data` writes the defaults.
+MODEL = "outputs/models/smollm2-135m-instruct"  # a folder or a hub id (meta-llama/Meta-Llama-3-8B-Instruct)
+TRAIN_FILE = "outputs/data/sft.jsonl"  # judge rows, or {question, chain_of_thought}
+OUTPUT_DIR = "outputs/sft"  # the SFT judge: run_preference_refinement.py's MODEL
+CONFIG = "configs/recipes/smollm2-135m/sft.yaml"  # every other setting (configs/recipes/)
 
 from dataclasses import dataclass, field
 
@@ -18,7 +24,8 @@ from data.templates import apply_chat, fit_prompt, format_response, judge_prompt
 from models.loading import ModelArguments, tokenizer_of
 from models.sft_trainer import SFTTrainer
 from models.training import check_training_setup, load_trainable_model, train_and_save
-from utils.config import check_prompt_budget, check_settings, parse_args, require, run_main
+from utils.config import (check_default_inputs, check_prompt_budget, check_settings, parse_args, require,
+                          run_main)
 from utils.io import DataError
 from utils.logging import get_logger
 from utils.seed import derive_seed
@@ -78,10 +85,17 @@ def build_dataset(rows: list[dict], tokenizer, data_args: SFTDataArguments) -> l
     return kept
 
 
+def parse(argv=None) -> tuple[ModelArguments, SFTDataArguments, SFTConfig]:
+    """The run's settings: flags over the --config file over the constants above."""
+    return parse_args((ModelArguments, SFTDataArguments, SFTConfig), argv, defaults={
+        "config": CONFIG, "model_name_or_path": MODEL, "train_file": TRAIN_FILE, "output_dir": OUTPUT_DIR})
+
+
 def main(argv=None) -> None:
-    model_args, data_args, args = parse_args((ModelArguments, SFTDataArguments, SFTConfig), argv)
+    model_args, data_args, args = parse(argv)
     require(model_name_or_path=model_args.model_name_or_path, train_file=data_args.train_file,
             output_dir=args.output_dir)
+    check_default_inputs(model_args.model_name_or_path, data_args.train_file)
     check_settings(data_args, at_least={"max_length": 2, "max_prompt_length": 1})
     check_prompt_budget(data_args.max_prompt_length, data_args.max_length)
     check_training_setup(model_args, args)

@@ -93,7 +93,8 @@ def main(argv=None) -> None:
     p.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.variant:
-        print("RESULT " + json.dumps(run_variant(a.variant, a.model_name_or_path, a.pairs, a.batch_size, a.steps, a.beta)))
+        result = run_variant(a.variant, a.model_name_or_path, a.pairs, a.batch_size, a.steps, a.beta)
+        print("RESULT " + json.dumps(result))
         return
     if a.model_name_or_path is None:
         from toy.model import build_tiny

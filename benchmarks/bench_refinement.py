@@ -25,7 +25,7 @@ from toy.task import build as build_data  # noqa: E402
 from data.templates import judge_prompt_groups, template_ids  # noqa: E402
 from generate.parsing import parse_verdict  # noqa: E402
 from models.loading import ModelArguments, load_model_and_tokenizer  # noqa: E402
-from run_preference_refinement import RefinementArguments, process_chunk, prompt_groups  # noqa: E402
+from generate.refinement import RefinementArguments, prompt_groups, sample_chunk  # noqa: E402
 from utils.io import read_jsonl  # noqa: E402
 
 
@@ -76,7 +76,7 @@ def main(argv=None) -> None:
     sampler = HFSampler(model, tok, batch_size=args.generation_batch_size)
     t0 = time.perf_counter()  # prompts are built inside the timing, as the naive loop builds them
     groups = [g for item_groups in prompt_groups(items, tok, args, templates) for g in item_groups]
-    n_ours = len(process_chunk(0, groups, sampler, model, tok, args, [a.temperature]))
+    n_ours = len(sample_chunk(0, groups, sampler, model, tok, args, [a.temperature]))
     ours = n_ours / (time.perf_counter() - t0)
     t0 = time.perf_counter()
     n_naive = naive(model, tok, items, templates, a.num_samples, a.temperature, a.max_new_tokens)

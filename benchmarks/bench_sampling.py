@@ -92,7 +92,7 @@ def run_variant(variant: str, a) -> dict:
     from data.tokens import encode_prompt
     from generate.backends import build_sampler
     from models.loading import ModelArguments, load_model, tokenizer_of
-    from run_preference_refinement import RefinementArguments, process_chunk, prompt_groups
+    from generate.refinement import RefinementArguments, prompt_groups, sample_chunk
 
     sampler_name, score_with = VARIANTS[variant]
     t0 = time.perf_counter()
@@ -113,14 +113,15 @@ def run_variant(variant: str, a) -> dict:
     groups = [g for item_groups in prompt_groups(items, tok, args, template_ids("all")) for g in item_groups]
     records = []
     for start in range(0, len(groups), 96):  # chunks of 16 items x 6 prompts, as the demo's refinement
-        records += process_chunk(start, groups[start : start + 96], sampler, model, tok, args, [0.7, 1.0])
+        records += sample_chunk(start, groups[start : start + 96], sampler, model, tok, args, [0.7, 1.0])
     done = time.perf_counter()
     generated = sum(len(tok(r["response"], add_special_tokens=False)["input_ids"]) + r["finished"] for r in records)
     prompt_tokens = 2 * sum(len(encode_prompt(tok, g["prompt"])) for _, g in groups)  # once per temperature
     if hasattr(sampler, "close"):
         sampler.close()
     return {"variant": variant, "samples": len(records), "tokens": generated, "load_s": loaded - t0,
-            "flop": None if model is None else 2 * sum(p.numel() for p in model.parameters()) * (generated + prompt_tokens),
+            "flop": None if model is None else
+            2 * sum(p.numel() for p in model.parameters()) * (generated + prompt_tokens),
             "work_s": done - loaded, "threads": torch.get_num_threads(),
             "mean_ppl": sum(r["ppl"] for r in records) / len(records)}
 
@@ -215,7 +216,8 @@ def main(argv=None) -> None:
         rate = f"{flop / r['work_s'] / 1e9:,.1f} ({100 * flop / r['work_s'] / 1e9 / peak:.0f}%)" if flop else "-"
         print(f"| {r['variant']} | {r['settings'] or '-'} | {r['samples']} | {r['samples'] / r['work_s']:.1f} | "
               f"{r['tokens'] / r['work_s']:,.0f} | {rate} | {r['work_s']:.1f} | {total:.1f} | "
-              f"{(base['work_s'] + base['load_s']) / total:.2f}x ({base['work_s'] / r['work_s']:.2f}x without loading) | "
+              f"{(base['work_s'] + base['load_s']) / total:.2f}x "
+              f"({base['work_s'] / r['work_s']:.2f}x without loading) | "
               f"{r['mean_ppl']:.4f} |")
 
 

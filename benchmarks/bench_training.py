@@ -6,8 +6,9 @@ processor's matrix-multiply peak in both precisions, measured in the same run.
     .venv/bin/python -m benchmarks.bench_training --model_name_or_path outputs/demo/sft --precisions fp32,bf16
 
 The steps are the trainers' compute without the Trainer around it: SFT is the NLL of the response
-half of each row, with logits only from the first response position on (models.sft_trainer); M-DPO runs chosen and rejected rows in one forward (`models.logprobs`), and its
-loss against fixed reference log-probs (our trainer precomputes them, so they cost no step time).
+half of each row, with logits only from the first response position on (models.sft_trainer); M-DPO
+runs chosen and rejected rows in one forward (`models.logprobs`), and its loss against fixed
+reference log-probs (the trainer precomputes them, so they cost no step time).
 Achieved GFLOP/s counts 6 x (transformer weights x tokens + vocabulary projection x the positions
 it is computed at) per step (forward and backward; `step_flop`).
 bf16 is measured only where the processor has bf16 instructions unless --precisions names it: where

@@ -139,8 +139,9 @@ def trainer_end_to_end(model, a, device, peak, liger: bool) -> list[str]:
     args = MDPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=a.pairs_per_step // 2,
                       gradient_accumulation_steps=2, max_steps=a.trainer_steps + 2, learning_rate=1e-6,
                       optim="adamw_torch_fused" if device.type == "cuda" else "adamw_torch", bf16=device.type == "cuda",
-                      logging_steps=1, report_to="none", save_strategy="no", disable_tqdm=True, loss_type=["sigmoid", "sft"],
-                      precompute_ref_batch_size=a.pairs_per_step, precompute_ref_max_tokens=2 * a.pairs_per_step * a.seq,
+                      logging_steps=1, report_to="none", save_strategy="no", disable_tqdm=True,
+                      loss_type=["sigmoid", "sft"], precompute_ref_batch_size=a.pairs_per_step,
+                      precompute_ref_max_tokens=2 * a.pairs_per_step * a.seq,
                       use_cpu=device.type != "cuda", dataloader_num_workers=2 if device.type == "cuda" else 0)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -162,7 +163,8 @@ def trainer_end_to_end(model, a, device, peak, liger: bool) -> list[str]:
     label = f"MDPOTrainer, GA 2 x {a.pairs_per_step // 2} pairs, NLL term on{', Liger' if liger else ''}"
     return [f"| {label} | {tokens / per_step:,.0f} | "
             f"{fmt_mfu(train_mfu, peak)} | {gib:.1f} |",
-            f"| MDPOTrainer reference pass ({len(pairs)} pairs, incl. trainer setup) | {ref_tokens / ref_seconds:,.0f} | "
+            f"| MDPOTrainer reference pass ({len(pairs)} pairs, incl. trainer setup) | "
+            f"{ref_tokens / ref_seconds:,.0f} | "
             f"{fmt_mfu(ref_mfu, peak)} | |",
             f"first-step reward margin {first['rewards/margins']:+.5f} (policy = reference: must be ~0)"]
 

@@ -2,7 +2,7 @@
 {id, question, answer_pos, answer_neg, category, source}.
 
     python -m data.prepare --source skywork|ultrafeedback|pku_saferlhf|rewardbench|jsonl
-        --input HUB_ID_OR_FILE [--split train --output prefs.jsonl --limit 3000 --seed 0
+        --input HUB_ID_OR_FILE [--split train --output_file prefs.jsonl --limit 3000 --seed 0
         --exclude test1.jsonl ... --pku_preference better|safer]
 
 Message lists become a question (every turn before the last assistant reply, rendered readably)
@@ -15,16 +15,16 @@ budget would shorten.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
 import random
 import re
-import sys
 from collections import Counter
+from dataclasses import dataclass, field
 
 from data.benchmarks import BENCHMARKS
+from utils.config import check_settings, parse_args, require, run_main
 from utils.io import DataError, read_jsonl, write_json, write_jsonl
 
 SCHEMAS = {  # columns a file must have to be the named source
@@ -87,7 +87,8 @@ def convert_row(source: str, row: dict, index: int, pku_preference: str = "bette
         if row.get("score_chosen") is not None and row.get("score_chosen") == row.get("score_rejected"):
             raise Skip("tie")
         q, pos, neg = from_message_lists(row)
-        return _pair(str(row.get("prompt_id") or f"ultrafeedback-{index}"), q, pos, neg, "ultrafeedback", "ultrafeedback")
+        pair_id = str(row.get("prompt_id") or f"ultrafeedback-{index}")
+        return _pair(pair_id, q, pos, neg, "ultrafeedback", "ultrafeedback")
     if source == "pku_saferlhf":
         key = f"{pku_preference}_response_id"
         choice = row.get(key)
@@ -131,7 +132,8 @@ def convert_benchmark_row(source: str, row: dict, index: int) -> dict:
         if label not in ("A>B", "B>A"):
             raise Skip(f"label {label!r} is not A>B or B>A")
         chosen, rejected = ([a], [b]) if label == "A>B" else ([b], [a])
-        return {"id": str(row.get("pair_id", f"judgebench-{index}")), "question": _text(row.get("question"), "question"),
+        return {"id": str(row.get("pair_id", f"judgebench-{index}")),
+                "question": _text(row.get("question"), "question"),
                 "chosen": chosen, "rejected": rejected, "benchmark": source, "category": row.get("source")}
     count = 3 if source == "rmbench" else None  # RM-Bench: one answer per style
     return {"id": str(row.get("id", f"{source}-{index}")), "question": _text(row.get("prompt"), "question"),
@@ -245,7 +247,8 @@ def _percentiles(values: list[int]) -> dict:
     return {"mean": round(sum(s) / len(s), 1), "p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "max": s[-1]}
 
 
-def length_report(pairs: list[dict], tokenizer, template: str = "compare", max_prompt_length: int | None = None) -> dict:
+def length_report(pairs: list[dict], tokenizer, template: str = "compare",
+                  max_prompt_length: int | None = None) -> dict:
     """Token lengths of the questions, answers and whole judge prompts (the chat template
     included, good answer in slot A), and how many prompts `max_prompt_length` would shorten."""
     from data.templates import judge_prompt
@@ -263,46 +266,53 @@ def length_report(pairs: list[dict], tokenizer, template: str = "compare", max_p
     return report
 
 
+@dataclass
+class PrepareArguments:
+    source: str = field(default=None, metadata={"help": " | ".join(sorted(SCHEMAS))})
+    input: str = field(default=None, metadata={"help": "A hub id or a local .jsonl/.json/.parquet file."})
+    split: str = field(default=None)
+    output_file: str = field(default="prefs.jsonl", metadata={"help": "The pairs; a .summary.json goes beside it."})
+    limit: int = field(default=None, metadata={"help": "Seeded few-shot sample size, e.g. 3000."})
+    seed: int = field(default=0)
+    exclude: list[str] = field(default_factory=list, metadata={
+        "help": "Test files whose questions must not appear.", "nargs": "*"})
+    pku_preference: str = field(default="better", metadata={"help": "better | safer: PKU-SafeRLHF's positive."})
+    tokenizer: str = field(default=None, metadata={
+        "help": "Report token lengths with this tokenizer (a model folder or hub id)."})
+    max_prompt_length: int = field(default=None, metadata={
+        "help": "With --tokenizer: count the prompts this budget would shorten."})
+    template: str = field(default="compare", metadata={"help": "With --tokenizer: the judge template to measure."})
+
+
+def parse(argv=None) -> tuple[PrepareArguments]:
+    return parse_args((PrepareArguments,), argv, renamed={"output": "--output_file"})
+
+
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="Convert a public preference set into preference pairs.")
-    p.add_argument("--source", required=True, choices=sorted(SCHEMAS))
-    p.add_argument("--input", required=True, help="hub id or local .jsonl/.json/.parquet")
-    p.add_argument("--split", default=None)
-    p.add_argument("--output", default="prefs.jsonl")
-    p.add_argument("--limit", type=int, default=None, help="seeded few-shot sample size, e.g. 3000")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--exclude", nargs="*", default=[], help="test files whose questions must not appear")
-    p.add_argument("--pku_preference", choices=["better", "safer"], default="better")
-    p.add_argument("--tokenizer", default=None, help="report token lengths with this tokenizer (a model dir or hub id)")
-    p.add_argument("--max_prompt_length", type=int, default=None, help="with --tokenizer: count the prompts this "
-                                                                       "budget would shorten")
-    p.add_argument("--template", default="compare", help="with --tokenizer: the judge template to measure")
-    a = p.parse_args(argv)
-    try:
-        if a.max_prompt_length is not None and not a.tokenizer:
-            raise DataError("--max_prompt_length needs --tokenizer")
-        rows = load_rows(a.source, a.input, a.split)
-        if a.source in BENCHMARKS:
-            if a.limit is not None or a.exclude:
-                raise DataError(f"--source {a.source} is a benchmark, evaluated whole: --limit and --exclude do not apply")
-            pairs, summary = prepare_benchmark(a.source, rows)
-        else:
-            pairs, summary = prepare(a.source, rows, a.limit, a.seed, read_exclusions(a.exclude), a.pku_preference)
-        if a.tokenizer and pairs and a.source not in BENCHMARKS:
-            from transformers import AutoTokenizer
+    (a,) = parse(argv)
+    require(source=a.source, input=a.input)
+    check_settings(a, choices={"source": tuple(sorted(SCHEMAS)), "pku_preference": ("better", "safer")})
+    if a.max_prompt_length is not None and not a.tokenizer:
+        raise DataError("--max_prompt_length needs --tokenizer")
+    rows = load_rows(a.source, a.input, a.split)
+    if a.source in BENCHMARKS:
+        if a.limit is not None or a.exclude:
+            raise DataError(f"--source {a.source} is a benchmark, evaluated whole: --limit and --exclude do not apply")
+        pairs, summary = prepare_benchmark(a.source, rows)
+    else:
+        pairs, summary = prepare(a.source, rows, a.limit, a.seed, read_exclusions(a.exclude), a.pku_preference)
+    if a.tokenizer and pairs and a.source not in BENCHMARKS:
+        from transformers import AutoTokenizer
 
-            from data.templates import template_ids
+        from data.templates import template_ids
 
-            template_ids(a.template)
-            summary["token_lengths"] = length_report(pairs, AutoTokenizer.from_pretrained(a.tokenizer), a.template,
-                                                     a.max_prompt_length)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    write_jsonl(a.output, pairs)
-    write_json(os.path.splitext(a.output)[0] + ".summary.json", summary)
+        template_ids(a.template)
+        summary["token_lengths"] = length_report(pairs, AutoTokenizer.from_pretrained(a.tokenizer), a.template,
+                                                 a.max_prompt_length)
+    write_jsonl(a.output_file, pairs)
+    write_json(os.path.splitext(a.output_file)[0] + ".summary.json", summary)
     print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

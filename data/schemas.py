@@ -83,7 +83,8 @@ def validate_benchmark_item(rec: dict, where: str) -> None:
             raise DataError(f"{where}: field '{f}' must be a non-empty list of non-empty answers")
         need = BENCHMARK_ANSWERS.get(rec["benchmark"])
         if need is not None and len(answers) != need:
-            raise DataError(f"{where}: field '{f}' must hold {need} answer(s) for {rec['benchmark']}, got {len(answers)}")
+            raise DataError(f"{where}: field '{f}' must hold {need} answer(s) for {rec['benchmark']}, "
+                            f"got {len(answers)}")
 
 
 def load_eval_rows(path: str) -> tuple[str | None, list[dict]]:

@@ -1,1 +1,2 @@
-"""Sampling judgments, parsing verdicts, perplexity scoring, levels and pairs (refined or from labels), and the judge as a product (API, RL reward)."""
+"""Sampling judgments, parsing verdicts, perplexity scoring, refinement's levels and pairs (or pairs
+from labels), and the judge as a product (API, RL reward)."""

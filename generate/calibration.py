@@ -19,13 +19,13 @@ without a verdict is wrong.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
-import sys
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from utils.config import parse_args, require, run_main
+from utils.io import read_jsonl, write_json
 
 CONFIDENCES = ("score", "total_logp", "verdict_prob", "agreement")
 
@@ -213,13 +213,20 @@ def figure(records: list[dict], path: str) -> None:
     plt.close(fig)
 
 
-def main(argv=None) -> dict:
-    from utils.io import read_jsonl, write_json
+@dataclass
+class CalibrationArguments:
+    refine_dir: str = field(default=None, metadata={"help": "A finished refinement's output_dir (samples.jsonl)."})
+    output_dir: str = field(default=None, metadata={
+        "help": "Where calibration.{md,json,png} go (default: refine_dir)."})
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--refine_dir", required=True, help="a finished refinement's output_dir (samples.jsonl)")
-    p.add_argument("--output_dir", default=None, help="where calibration.{md,json,png} go (default: refine_dir)")
-    a = p.parse_args(argv)
+
+def parse(argv=None) -> tuple[CalibrationArguments]:
+    return parse_args((CalibrationArguments,), argv)
+
+
+def main(argv=None) -> dict:
+    (a,) = parse(argv)
+    require(refine_dir=a.refine_dir)
     records = read_jsonl(os.path.join(a.refine_dir, "samples.jsonl"))
     out = a.output_dir or a.refine_dir
     os.makedirs(out, exist_ok=True)
@@ -234,4 +241,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

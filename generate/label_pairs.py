@@ -4,17 +4,17 @@ For every labelled pair, template and answer order, the chosen response is a jud
 verdict picks the good answer and the rejected one the same judgment with the other verdict.
 The file has the pairs.jsonl format, so run_m_dpo.py trains on it unchanged.
 
-    python -m generate.label_pairs --model_name_or_path SFT --pref_file prefs.jsonl --output pairs.jsonl
+    python -m generate.label_pairs --model_name_or_path SFT --pref_file prefs.jsonl --output_file pairs.jsonl
 """
 from __future__ import annotations
 
-import argparse
-import sys
+from dataclasses import dataclass, field
 
 from data.schemas import LEVEL_VALUES, load_prefs
 from data.templates import ORDERS, format_response, judge_prompt_groups, template_ids
 from models.loading import load_tokenizer
-from utils.io import DataError, write_jsonl
+from utils.config import check_settings, parse_args, require, run_main
+from utils.io import write_jsonl
 
 DEFAULT_REASONING = "Comparing the two answers to the question."
 
@@ -32,26 +32,31 @@ def label_pairs(prefs: list[dict], tokenizer, templates: list[str], slots=("A", 
     return pairs
 
 
+@dataclass
+class LabelPairsArguments:
+    model_name_or_path: str = field(default=None, metadata={"help": "For the tokenizer's chat template."})
+    pref_file: str = field(default=None, metadata={"help": "Labelled pairs {id, question, answer_pos, answer_neg}."})
+    output_file: str = field(default=None, metadata={"help": "The pairs, in pairs.jsonl's format."})
+    templates: str = field(default="all")
+    orders: str = field(default="both", metadata={"help": "both | A | B: slot(s) of the good answer."})
+    reasoning: str = field(default=DEFAULT_REASONING, metadata={"help": "The text before the verdict line."})
+    max_prompt_length: int = field(default=None, metadata={"help": "The prompt budget refinement uses."})
+
+
+def parse(argv=None) -> tuple[LabelPairsArguments]:
+    return parse_args((LabelPairsArguments,), argv, renamed={"output": "--output_file"})
+
+
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model_name_or_path", required=True, help="for the tokenizer's chat template")
-    p.add_argument("--pref_file", required=True)
-    p.add_argument("--output", required=True)
-    p.add_argument("--templates", default="all")
-    p.add_argument("--orders", default="both", choices=sorted(ORDERS))
-    p.add_argument("--reasoning", default=DEFAULT_REASONING, help="the text before the verdict line")
-    p.add_argument("--max_prompt_length", type=int, default=None, help="the prompt budget refinement uses")
-    a = p.parse_args(argv)
-    try:
-        prefs = load_prefs(a.pref_file)
-        pairs = label_pairs(prefs, load_tokenizer(a.model_name_or_path), template_ids(a.templates), ORDERS[a.orders],
-                            a.reasoning, a.max_prompt_length)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    write_jsonl(a.output, pairs)
-    print(f"wrote {len(pairs)} label pairs from {len(prefs)} items to {a.output}")
+    (a,) = parse(argv)
+    require(model_name_or_path=a.model_name_or_path, pref_file=a.pref_file, output_file=a.output_file)
+    check_settings(a, choices={"orders": tuple(ORDERS)})
+    prefs = load_prefs(a.pref_file)
+    pairs = label_pairs(prefs, load_tokenizer(a.model_name_or_path), template_ids(a.templates), ORDERS[a.orders],
+                        a.reasoning, a.max_prompt_length)
+    write_jsonl(a.output_file, pairs)
+    print(f"wrote {len(pairs)} label pairs from {len(prefs)} items to {a.output_file}")
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -90,7 +90,8 @@ def build_pairs(samples: list[dict], max_pairs_per_item: int | None = None) -> l
                 by_item[item_id].append(_pair(c, r))
     pairs = []
     for item_id, cands in by_item.items():
-        ranked = sorted(enumerate(cands), key=lambda t: (-t[1]["gap"], -(t[1]["chosen_score"] - t[1]["rejected_score"]), t[0]))
+        ranked = sorted(enumerate(cands),
+                        key=lambda t: (-t[1]["gap"], -(t[1]["chosen_score"] - t[1]["rejected_score"]), t[0]))
         kept = ranked if max_pairs_per_item is None else ranked[:max_pairs_per_item]
         pairs.extend(p for _, p in sorted(kept, key=lambda t: t[0]))  # keep generation order
     return pairs

@@ -51,11 +51,13 @@ class VLLMOptions:
     gpu_memory_utilization: float = field(default=0.85, metadata={
         "help": "vLLM: share of accelerator memory (on CPU: of the KV-cache space) the engine may take; leave room "
                 "for the scoring model with --score_with model."})
-    max_model_len: int = field(default=None, metadata={"help": "vLLM: longest prompt + judgment (default: the model's)."})
+    max_model_len: int = field(default=None, metadata={
+        "help": "vLLM: longest prompt + judgment (default: the model's)."})
     tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM: GPUs one engine spans."})
     enforce_eager: bool = field(default=False, metadata={
         "help": "vLLM: no CUDA graphs on GPUs, no torch.compile on CPUs (faster start, slower decode)."})
-    max_num_seqs: int = field(default=None, metadata={"help": "vLLM: most sequences decoded at once (default: vLLM's)."})
+    max_num_seqs: int = field(default=None, metadata={
+        "help": "vLLM: most sequences decoded at once (default: vLLM's)."})
     vllm_dtype: str = field(default=None, metadata={
         "help": "vLLM: auto | bfloat16 | float16 | float32; default: the precision the HF path uses (--dtype; "
                 "auto = as the checkpoint stores it). vLLM's own 'auto' computes an fp32 checkpoint in bf16 on CPU."})

@@ -49,7 +49,8 @@ def weights_for_pairs(pairs: list[dict], weighting: str, alpha: float, normalize
 
 def m_dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
                reference_chosen_logps: torch.Tensor, reference_rejected_logps: torch.Tensor,
-               weights: torch.Tensor, beta: float, reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+               weights: torch.Tensor, beta: float,
+               reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, chosen_rewards, rejected_rewards); rewards are beta * (policy - reference), detached.
     `reduction="none"` gives the weighted loss of each pair (the trainer divides their sum by the
     number of pairs in the whole optimizer step)."""

@@ -43,9 +43,6 @@ class MDPOConfig(TrainingArguments):
         "help": "Loss terms, as TRL 1.x: 'sigmoid' is the (level-weighted) DPO loss, 'sft' the per-token NLL of the "
                 "chosen responses; several are summed with loss_weights."})
     loss_weights: list[float] | None = field(default=None, metadata={"help": "One weight per loss_type (default 1)."})
-    rpo_alpha: float = field(default=None, metadata={
-        "help": "Alias from TRL before 1.0 (removed there): loss_type [sigmoid, sft], loss_weights [dpo_weight, rpo_alpha]."})
-    dpo_weight: float = field(default=None, metadata={"help": "Alias: the weight of the sigmoid term, with rpo_alpha."})
     max_length: int = field(default=512, metadata={"help": "Tokens of prompt + response; longer pairs are left out "
                                                            "and counted, never cut."})
     max_prompt_length: int = field(default=None, metadata={
@@ -55,8 +52,6 @@ class MDPOConfig(TrainingArguments):
         "help": "Pairs per batch of the reference pass (default: per_device_train_batch_size)."})
     precompute_ref_max_tokens: int = field(default=None, metadata={
         "help": "Padded tokens per batch of the reference pass (chosen + rejected rows); none = no budget."})
-    ref_logps_cache: str = field(default=None, metadata={
-        "help": "Where precomputed reference log-probs are kept for reruns (default: output_dir/reference_logps.json)."})
     report_to: str = field(default="none")
     logging_steps: float = field(default=10)
     save_strategy: str = field(default="no")
@@ -66,20 +61,14 @@ class MDPOConfig(TrainingArguments):
         super().__post_init__()
         if isinstance(self.loss_type, str):
             self.loss_type = [self.loss_type]
-        if self.rpo_alpha is not None or self.dpo_weight is not None:
-            if self.loss_type != ["sigmoid"] or self.loss_weights is not None:
-                raise DataError("use either --loss_type/--loss_weights or their aliases --rpo_alpha/--dpo_weight")
-            self.loss_type = ["sigmoid", "sft"] if self.rpo_alpha else ["sigmoid"]
-            dpo = 1.0 if self.dpo_weight is None else self.dpo_weight
-            self.loss_weights = [dpo, self.rpo_alpha] if self.rpo_alpha else [dpo]
-            self.rpo_alpha = self.dpo_weight = None  # one spelling in run_config.yaml
         unknown = [t for t in self.loss_type if t not in LOSS_TYPES]
         if unknown or not self.loss_type or len(set(self.loss_type)) < len(self.loss_type):
             raise DataError(f"--loss_type must be distinct values among {', '.join(LOSS_TYPES)}, got {self.loss_type}")
         if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_type):
             raise DataError(f"--loss_weights needs one weight per loss_type {self.loss_type}, got {self.loss_weights}")
-        check_settings(self, above={"beta": 0.0}, at_least={"alpha": 0.0, "max_length": 2, "max_prompt_length": 1,
-                                                            "precompute_ref_batch_size": 1, "precompute_ref_max_tokens": 2},
+        check_settings(self, above={"beta": 0.0},
+                       at_least={"alpha": 0.0, "max_length": 2, "max_prompt_length": 1,
+                                 "precompute_ref_batch_size": 1, "precompute_ref_max_tokens": 2},
                        choices={"weighting": ("levels", "scores", "none")})
         check_prompt_budget(self.max_prompt_length, self.max_length)
 
@@ -219,4 +208,6 @@ class MDPOTrainer(GlobalBatchLossMixin, AveragedMetricsMixin, Trainer):
             "rewards/margins": chosen_rewards - rejected_rewards,
             "logps/chosen": logps[:n], "logps/rejected": logps[n:], "weights/mean": inputs["weights"],
         })
-        return (loss, {"chosen_rewards": chosen_rewards, "rejected_rewards": rejected_rewards}) if return_outputs else loss
+        if return_outputs:
+            return loss, {"chosen_rewards": chosen_rewards, "rejected_rewards": rejected_rewards}
+        return loss

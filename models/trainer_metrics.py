@@ -19,7 +19,10 @@ class AveragedMetricsMixin:
         prefix = "" if self.model.training else "eval_"
         store = self.__dict__.setdefault("_metric_sums", {})
         for k, v in values.items():
-            total, count = (v.detach().float().sum(), v.numel()) if torch.is_tensor(v) else (v[0].detach().float(), v[1])
+            if torch.is_tensor(v):
+                total, count = v.detach().float().sum(), v.numel()
+            else:
+                total, count = v[0].detach().float(), v[1]
             if prefix + k in store:
                 total, count = store[prefix + k][0] + total, store[prefix + k][1] + count
             store[prefix + k] = (total, count)  # count: a host number or a device tensor, never read here
@@ -31,7 +34,8 @@ class AveragedMetricsMixin:
         keys = sorted(k for k in store if k.startswith("eval_") == eval_only)
         if keys:
             pairs = [store.pop(k) for k in keys]
-            sums = torch.stack([torch.stack([t, torch.as_tensor(c, dtype=torch.float32, device=t.device)]) for t, c in pairs])
+            sums = torch.stack([torch.stack([t, torch.as_tensor(c, dtype=torch.float32, device=t.device)])
+                                for t, c in pairs])
             if self.accelerator.num_processes > 1:
                 sums = self.accelerator.reduce(sums, reduction="sum")
             for k, (total, count) in zip(keys, sums.tolist()):

@@ -2,15 +2,15 @@
 decision to reuse, resume or redo it, so a stage is reused only when nothing that decides its
 output has changed.
 
-A stage's fingerprint holds its resolved settings (its YAML config merged with its flags, as typed
-values: 1e-4 and 0.0001 are one setting), the fingerprints of the files it reads from outside the
-pipeline, the records of the stages it reads from inside it (each rerun of one gives a new record,
-so everything downstream reruns), a hash of the source the stage runs (its script and every project
-module that imports, so a report or another stage's code can change without a rerun), and the
-library versions. The record, `stage.json` in the stage's output directory, is written when the
-stage starts (status "running") and again when it finishes ("done"): a stage killed midway is
-resumed when its fingerprint is unchanged and redone from scratch otherwise. `why_changed` says in
-one line what differs.
+A stage's fingerprint holds its resolved settings (what its script parses from its flags, its YAML
+config and its defaults, as typed values: 1e-4 and 0.0001 are one setting), the fingerprints of the
+files it reads from outside the pipeline, the records of the stages it reads from inside it (each
+rerun of one gives a new record, so everything downstream reruns), a hash of the source the stage
+runs (its script and every project module that imports, so a report or another stage's code can
+change without a rerun), and the library versions. The record, `stage.json` in the stage's output
+directory, is written when the stage starts (status "running") and again when it finishes ("done"):
+a stage killed midway is resumed when its fingerprint is unchanged and redone from scratch
+otherwise. `why_changed` says in one line what differs.
 """
 from __future__ import annotations
 
@@ -24,8 +24,6 @@ import platform
 import subprocess
 import time
 from importlib import metadata
-
-import yaml
 
 from utils.fingerprint import changed_keys
 from utils.io import write_json
@@ -127,58 +125,6 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return versions
-
-
-def script_of(command: list[str]) -> str:
-    """The script (or, with -m, the module) a stage command runs."""
-    return command[2] if command[1] == "-m" else command[1]
-
-
-def flags_of(command: list[str]) -> list[str]:
-    """What a stage command passes to its script: everything after the script (or -m module)."""
-    return command[3:] if command[1] == "-m" else command[2:]
-
-
-def settings_of(command: list[str]) -> dict:
-    """A stage command's resolved settings: the values of its `--config` YAML, overridden by its
-    flags, as typed values (a flag's `1e-4` equals a YAML `0.0001`, and `1 16` the list [1.0, 16.0]),
-    plus the script it runs."""
-    flags: dict[str, list[str]] = {}
-    key = None
-    for arg in flags_of(command):
-        if arg.startswith("--"):
-            key = arg[2:]
-            flags[key] = []
-        elif key is not None:
-            flags[key].append(arg)
-    settings = {"script": script_of(command)}
-    if "config" in flags:
-        with open(" ".join(flags["config"]), encoding="utf-8") as f:
-            settings.update({k: typed(v) for k, v in (yaml.safe_load(f) or {}).items()})
-    settings.update({k: typed(v[0] if len(v) == 1 else v) for k, v in flags.items() if k != "config"})
-    return settings
-
-
-def typed(value):
-    """A setting as the value it means: numbers from their text ('1e-4' = 0.0001, '3' = 3),
-    'true'/'false' as booleans, lists element by element, comma lists of numbers as lists."""
-    if isinstance(value, (list, tuple)):
-        return [typed(v) for v in value]
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    for parse in (int, float):
-        try:
-            return parse(text)
-        except ValueError:
-            pass
-    if "," in text:
-        parts = [typed(p) for p in text.split(",")]
-        if all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in parts):
-            return parts
-    return value
 
 
 def digest(record: dict) -> str:

@@ -109,7 +109,8 @@ def study_table(per_seed: list[dict], seeds: list[int], split: str) -> str:
              "| method | all | " + " | ".join(cats) + " |", "|---" * (len(cats) + 2) + "|"]
     for name in names:
         cells = [_mean_std([100 * getter(res[name]) for res in per_seed])
-                 for getter in [lambda r: r["accuracy"]] + [lambda r, c=c: r["categories"][c]["accuracy"] for c in cats]]
+                 for getter in [lambda r: r["accuracy"]] +
+                 [lambda r, c=c: r["categories"][c]["accuracy"] for c in cats]]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -8,7 +8,6 @@ or with `isolate_stages` in a process of its own.
 from __future__ import annotations
 
 import gc
-import importlib
 import os
 import shlex
 import shutil
@@ -17,10 +16,9 @@ import time
 from dataclasses import replace
 
 from pipeline.arguments import PipelineArguments
-from pipeline.cache import (StageRecord, code_version, decide, digest, flags_of, library_versions, script_of,
-                            settings_of)
+from pipeline.cache import StageRecord, code_version, decide, digest, library_versions
 from pipeline.reports import read_result, results_table
-from pipeline.stages import ALL_STAGES, JUDGES, STAGES, judge_name
+from pipeline.stages import ALL_STAGES, JUDGES, STAGES, flags_of, judge_name, module_of, script, settings_of
 from utils.fingerprint import file_fingerprint, model_fingerprint
 from utils.io import DataError
 
@@ -32,13 +30,11 @@ def execute(command: list[str], isolate: bool) -> None:
         if proc.returncode != 0:
             raise DataError(f"stage failed (exit {proc.returncode}): {shlex.join(command)}")
         return
-    script = script_of(command)
-    argv = flags_of(command)
-    module = importlib.import_module(script[: -len(".py")] if script.endswith(".py") else script)
+    module = module_of(command)
     try:
-        module.main(argv)
+        script(module).main(flags_of(command))
     except DataError as e:
-        raise DataError(f"{script}: {e}") from None
+        raise DataError(f"{module}: {e}") from None
     except SystemExit as e:  # a CLI's own argument error (argparse), already printed
         if e.code not in (0, None):
             raise DataError(f"stage failed (exit {e.code}): {shlex.join(command)}") from None
@@ -77,7 +73,8 @@ class SeedRun:
         """The stages whose judges are evaluated: the SFT judge (and the base model with
         evaluate_base), and every judge trained now or before."""
         return [stage for key, _, stage, _ in JUDGES
-                if (key == "sft" and self.evaluate_sft) or (key == "base" and self.evaluate_sft and self.a.evaluate_base)
+                if (key == "sft" and self.evaluate_sft)
+                or (key == "base" and self.evaluate_sft and self.a.evaluate_base)
                 or (key not in ("sft", "base") and (stage in self.stages or self.done(stage)))]
 
     def judges(self) -> list[tuple[str, str, str, str]]:
@@ -122,7 +119,7 @@ class SeedRun:
         if missing:
             raise DataError(f"{stage} needs the output of {', '.join(missing)}: add it to --stages")
         return {"settings": settings, "inputs": inputs, "upstream": {u: digest(r) for u, r in records.items()},
-                "code": code_version(script_of(commands[0])), "libraries": library_versions()}
+                "code": code_version(module_of(commands[0])), "libraries": library_versions()}
 
     # -- running --
     def run(self) -> None:
@@ -171,7 +168,8 @@ class SeedRun:
         A reused stage gives the run that made it, so a table's manifest covers every run behind
         it, incremental additions included."""
         records = {s: self.record(s).load() for s in self.stages if not self.external(s)}
-        return {prefix + s: {k: r.get(k) for k in ("wall_s", "attempts", "commit", "finished")} for s, r in records.items()
+        return {prefix + s: {k: r.get(k) for k in ("wall_s", "attempts", "commit", "finished")}
+                for s, r in records.items()
                 if r and r.get("status") == "done"}
 
     # -- rounds --
@@ -179,8 +177,9 @@ class SeedRun:
         """(key, display name, eval file) of the GFRIEND judge of every round after the first."""
         if self.a.rounds < 2 or "mdpo" not in self.stages:
             return []
-        return [(f"gfriend_r{r}", f"GFRIEND round {r}", os.path.join(self.a.output_dir, f"round{r}", "eval",
-                                                                    "gfriend.json")) for r in range(2, self.a.rounds + 1)]
+        return [(f"gfriend_r{r}", f"GFRIEND round {r}",
+                 os.path.join(self.a.output_dir, f"round{r}", "eval", "gfriend.json"))
+                for r in range(2, self.a.rounds + 1)]
 
     def run_rounds(self) -> None:
         """Rounds 2.. (iterative self-taught evaluation): each is refinement and M-DPO on the same

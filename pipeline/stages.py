@@ -1,11 +1,14 @@
-"""The pipeline's stages, one entry each: the command it runs (the same script a user runs by hand),
-the stages whose outputs it reads, the data files it reads, and the line that sums up its output.
+"""The pipeline's stages, one entry each: the scripts it runs (the same ones a user runs by hand),
+the stages whose outputs it reads, the data files it reads, the commands it runs, and the line that
+sums up its output.
 
 A command is built from a run (pipeline.runner.SeedRun): its settings `r.a`, its folders
-`r.paths`, its data folder `r.data(name)` and its one prompt budget `r.lengths()`.
+`r.paths`, its data folder `r.data(name)` and its one prompt budget `r.lengths()`. Every script a
+stage names has `parse(argv)` (its settings, as it would run with them) and `main(argv)`.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shlex
@@ -13,6 +16,8 @@ import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
+
+from utils.config import resolved_settings
 
 # (key, name in tables, stage that trains it, model type). The SFT judge is always evaluated; the
 # base model (the tiny stage's output, or base_model) as a zero-shot judge with evaluate_base.
@@ -27,35 +32,60 @@ JUDGES = (("base", "Base model (zero-shot)", "tiny", "generative"),
 # it (GFRIEND's DPO term may carry an NLL term, and RFT is that term alone).
 LOSS_NAMED = {"dpo": "w/o M-DPO", "rft": "RFT", "label_mdpo": "w/o CoT-S", "gfriend": "GFRIEND"}
 SHARED_STAGES = ("tiny", "data", "sft")  # a label curve or sweep runs these once per seed, the rest per variant
-# Refinement settings that only rebuild levels and pairs from the logged judgments (a sweep over them reuses the samples).
-PAIR_SETTINGS = ("threshold", "max_pairs_per_item", "unfinished", "drop_unparseable", "score")
+# Refinement settings that only rebuild levels and pairs from the logged judgments (a sweep over them reuses
+# the samples).
+PAIR_SETTINGS = ("threshold", "max_pairs_per_item", "unfinished", "score")
 
 
 @dataclass(frozen=True)
 class Stage:
+    scripts: tuple[str, ...]  # the modules its commands run (run_x for run_x.py, or a package's module)
     upstream: tuple[str, ...]  # the stages whose outputs it reads (eval: also every judge's stage)
     data: tuple[str, ...]  # the files of the data folder it reads (eval: its split's file)
     commands: Callable  # (run) -> [command, ...]: each [python, script or -m module, flags...]
     summary: Callable[[str], str]  # (its output folder) -> one line
 
 
-def _python(*args) -> list[str]:
-    return [sys.executable, *args]
+def command(module: str, *flags: str) -> list[str]:
+    """A stage command as a user types it: `python run_x.py ...` or `python -m package.module ...`."""
+    return [sys.executable, f"{module}.py", *flags] if "." not in module else [sys.executable, "-m", module, *flags]
+
+
+def module_of(cmd: list[str]) -> str:
+    """The module a stage command runs (the inverse of `command`)."""
+    return cmd[2] if cmd[1] == "-m" else cmd[1][: -len(".py")]
+
+
+def flags_of(cmd: list[str]) -> list[str]:
+    """What a stage command passes to its script: everything after the script (or -m module)."""
+    return cmd[3:] if cmd[1] == "-m" else cmd[2:]
+
+
+def script(module: str):
+    """A stage script's module: its `main(argv)` runs the stage and its `parse(argv)` reads its settings."""
+    return importlib.import_module(module)
+
+
+def settings_of(cmd: list[str]) -> dict:
+    """A stage command's settings as its script resolves them (flags over its --config file over its
+    defaults, typed: a flag's `1e-4` equals a YAML `0.0001`), plus the script's name."""
+    module = module_of(cmd)
+    return {"script": module, **resolved_settings(*script(module).parse(flags_of(cmd)))}
 
 
 def _tiny(r) -> list[list[str]]:
-    return [_python("-m", "toy.model", "--output_dir", r.paths["tiny"], "--seed", str(r.a.seed))]
+    return [command("toy.model", "--output_dir", r.paths["tiny"], "--seed", str(r.a.seed))]
 
 
 def _data(r) -> list[list[str]]:
     a = r.a
-    return [_python("-m", "toy.task", "--output_dir", r.paths["data"], "--seed", str(a.seed), "--n_sft", str(a.n_sft),
+    return [command("toy.task", "--output_dir", r.paths["data"], "--seed", str(a.seed), "--n_sft", str(a.n_sft),
                     "--n_prefs", str(a.n_prefs), "--n_val", str(a.n_val), "--n_test", str(a.n_test))]
 
 
 def _sft(r) -> list[list[str]]:
     a, p = r.a, r.paths
-    return [_python("run_sft.py", "--config", a.sft_config, "--model_name_or_path", p["tiny"],
+    return [command("run_sft", "--config", a.sft_config, "--model_name_or_path", p["tiny"],
                     "--train_file", r.data("sft.jsonl"), "--output_dir", p["sft"], "--seed", str(a.seed),
                     *r.lengths(), *shlex.split(a.sft_args))]
 
@@ -63,10 +93,10 @@ def _sft(r) -> list[list[str]]:
 def _refine(r) -> list[list[str]]:
     a, p = r.a, r.paths
     reuse = ["--samples_from", r.samples_from(a.seed)] if a.samples_from else []
-    return [_python("run_preference_refinement.py", "--config", a.refine_config, "--model_name_or_path", p["sft"],
+    return [command("run_preference_refinement", "--config", a.refine_config, "--model_name_or_path", p["sft"],
                     "--pref_file", r.data("prefs.jsonl"), "--output_dir", p["refine"], "--seed", str(a.seed),
                     *r.lengths(new_tokens=True), *shlex.split(a.refine_args), *reuse),
-            _python("-m", "generate.calibration", "--refine_dir", p["refine"])]  # do the levels carry signal?
+            command("generate.calibration", "--refine_dir", p["refine"])]  # do the levels carry signal?
 
 
 def trainer_flags(a, stage: str) -> list[str]:
@@ -82,35 +112,17 @@ def _trainer(stage: str) -> Callable:
         a, p = r.a, r.paths
         pairs = os.path.join(p["label_pairs" if stage == "label_mdpo" else "refine"], "pairs.jsonl")
         flags = trainer_flags(a, stage)
-        return [_python("run_m_dpo.py", *flags[:2], "--model_name_or_path", p["sft"],
+        return [command("run_m_dpo", *flags[:2], "--model_name_or_path", p["sft"],
                         "--pairs_file", pairs, "--output_dir", p[stage], "--seed", str(a.seed),
                         *r.lengths(), *flags[2:])]
     return commands
 
 
-# The trainer settings that decide its loss, with their types (a list for nargs="+").
-LOSS_SETTINGS = {"loss_type": [str], "loss_weights": [float], "weighting": str, "rpo_alpha": float, "dpo_weight": float}
-
-
 @lru_cache(maxsize=64)
 def loss_name(flags: tuple[str, ...]) -> str:
-    """What a trainer run's loss is, from its config and flags as run_m_dpo.py reads them (a flag
-    over the config): "M-DPO + 16×NLL", "plain DPO + 16×NLL", "16×NLL"."""
-    import argparse
-
-    import yaml
-
-    from models.m_dpo_trainer import MDPOConfig
-
-    with open(flags[1], encoding="utf-8") as f:
-        settings = {k: v for k, v in (yaml.safe_load(f) or {}).items() if k in LOSS_SETTINGS}
-    parser = argparse.ArgumentParser(add_help=False)
-    for key, kind in LOSS_SETTINGS.items():
-        parser.add_argument(f"--{key}", nargs="+" if isinstance(kind, list) else None,
-                            type=kind[0] if isinstance(kind, list) else kind)
-    given, _ = parser.parse_known_args(list(flags[2:]))
-    settings.update({k: v for k, v in vars(given).items() if v is not None})
-    cfg = MDPOConfig(output_dir=os.devnull, **settings)
+    """What a trainer run's loss is, from its settings as run_m_dpo.py reads them:
+    "M-DPO + 16×NLL", "plain DPO + 16×NLL", "16×NLL"."""
+    cfg = script("run_m_dpo").parse(list(flags))[-1]
     terms, parts = cfg.loss_term_weights, []
     for term, name in (("sigmoid", "M-DPO" if cfg.weighting != "none" else "plain DPO"), ("sft", "NLL")):
         if term in terms:
@@ -128,14 +140,15 @@ def judge_name(a, key: str) -> str:
 
 def _label_pairs(r) -> list[list[str]]:
     p = r.paths
-    return [_python("-m", "generate.label_pairs", "--model_name_or_path", p["sft"], "--pref_file",
-                    r.data("prefs.jsonl"), "--output", os.path.join(p["label_pairs"], "pairs.jsonl"), *r.lengths())]
+    return [command("generate.label_pairs", "--model_name_or_path", p["sft"], "--pref_file",
+                    r.data("prefs.jsonl"), "--output_file", os.path.join(p["label_pairs"], "pairs.jsonl"),
+                    *r.lengths())]
 
 
 def _bt(r) -> list[list[str]]:
     a, p = r.a, r.paths
-    return [_python("run_bt_baseline.py", "--config", a.bt_config, "--model_name_or_path", p["sft"],
-                    "--train_file", r.data("prefs.jsonl"), "--output_dir", p["bt"], "--seed", str(a.seed),
+    return [command("run_bt_baseline", "--config", a.bt_config, "--model_name_or_path", p["sft"],
+                    "--pref_file", r.data("prefs.jsonl"), "--output_dir", p["bt"], "--seed", str(a.seed),
                     *shlex.split(a.bt_args))]
 
 
@@ -144,7 +157,7 @@ def _grpo(r) -> list[list[str]]:
     as refinement's."""
     a, p = r.a, r.paths
     length = [] if a.max_new_tokens is None else ["--max_completion_length", str(a.max_new_tokens)]
-    return [_python("run_grpo_judge.py", "--config", a.grpo_config, "--model_name_or_path", p["sft"],
+    return [command("run_grpo_judge", "--config", a.grpo_config, "--model_name_or_path", p["sft"],
                     "--pref_file", r.data("prefs.jsonl"), "--output_dir", p["grpo"], "--seed", str(a.seed),
                     *r.lengths(), *length, *shlex.split(a.grpo_args))]
 
@@ -152,7 +165,7 @@ def _grpo(r) -> list[list[str]]:
 def _eval(r) -> list[list[str]]:
     """One run_eval.py per judge, into eval/<judge key>.json."""
     eval_file = r.data(f"{r.a.eval_split}.jsonl")
-    return [_python("run_eval.py", "--model_name_or_path", path, "--model_type", kind, "--eval_files", eval_file,
+    return [command("run_eval", "--model_name_or_path", path, "--model_type", kind, "--eval_files", eval_file,
                     "--output_file", os.path.join(r.paths["eval"], f"{key}.json"), *r.lengths(new_tokens=True),
                     *shlex.split(r.a.eval_args)) for key, _, path, kind in r.judges()]
 
@@ -192,17 +205,18 @@ def refinement_summary(path: str) -> str:
 
 
 STAGES = {
-    "tiny": Stage((), (), _tiny, output_in),
-    "data": Stage((), (), _data, output_in),
-    "sft": Stage(("tiny", "data"), ("sft.jsonl",), _sft, training_summary),
-    "refine": Stage(("sft", "data"), ("prefs.jsonl",), _refine, refinement_summary),
-    "mdpo": Stage(("sft", "refine"), (), _trainer("mdpo"), training_summary),
-    "dpo": Stage(("sft", "refine"), (), _trainer("dpo"), training_summary),
-    "rft": Stage(("sft", "refine"), (), _trainer("rft"), training_summary),
-    "label_pairs": Stage(("sft", "data"), ("prefs.jsonl",), _label_pairs, output_in),
-    "label_mdpo": Stage(("sft", "label_pairs"), (), _trainer("label_mdpo"), training_summary),
-    "bt": Stage(("sft", "data"), ("prefs.jsonl",), _bt, training_summary),
-    "grpo": Stage(("sft", "data"), ("prefs.jsonl",), _grpo, training_summary),
-    "eval": Stage(("data",), (), _eval, output_in),
+    "tiny": Stage(("toy.model",), (), (), _tiny, output_in),
+    "data": Stage(("toy.task",), (), (), _data, output_in),
+    "sft": Stage(("run_sft",), ("tiny", "data"), ("sft.jsonl",), _sft, training_summary),
+    "refine": Stage(("run_preference_refinement", "generate.calibration"), ("sft", "data"), ("prefs.jsonl",),
+                    _refine, refinement_summary),
+    "mdpo": Stage(("run_m_dpo",), ("sft", "refine"), (), _trainer("mdpo"), training_summary),
+    "dpo": Stage(("run_m_dpo",), ("sft", "refine"), (), _trainer("dpo"), training_summary),
+    "rft": Stage(("run_m_dpo",), ("sft", "refine"), (), _trainer("rft"), training_summary),
+    "label_pairs": Stage(("generate.label_pairs",), ("sft", "data"), ("prefs.jsonl",), _label_pairs, output_in),
+    "label_mdpo": Stage(("run_m_dpo",), ("sft", "label_pairs"), (), _trainer("label_mdpo"), training_summary),
+    "bt": Stage(("run_bt_baseline",), ("sft", "data"), ("prefs.jsonl",), _bt, training_summary),
+    "grpo": Stage(("run_grpo_judge",), ("sft", "data"), ("prefs.jsonl",), _grpo, training_summary),
+    "eval": Stage(("run_eval",), ("data",), (), _eval, output_in),
 }
 ALL_STAGES = tuple(STAGES)

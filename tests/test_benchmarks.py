@@ -14,7 +14,7 @@ FIX = os.path.join(os.path.dirname(__file__), "fixtures")
 
 def _prepare(source, tmp_path):
     out = tmp_path / f"{source}.jsonl"
-    prepare_main(["--source", source, "--input", os.path.join(FIX, f"{source}.jsonl"), "--output", str(out)])
+    prepare_main(["--source", source, "--input", os.path.join(FIX, f"{source}.jsonl"), "--output_file", str(out)])
     return [json.loads(line) for line in out.read_text().splitlines()], json.loads(
         (tmp_path / f"{source}.summary.json").read_text())
 
@@ -35,7 +35,7 @@ def test_the_three_benchmarks_convert_from_their_real_schemas(tmp_path):
 def test_a_file_in_the_wrong_schema_names_it(tmp_path):
     bad = tmp_path / "rb2.jsonl"
     bad.write_text(json.dumps({"id": 1, "prompt": "q", "chosen": ["a"], "rejected": ["b"]}) + "\n")
-    proc = run_cli("data.prepare", "--source", "rewardbench2", "--input", str(bad), "--output",
+    proc = run_cli("data.prepare", "--source", "rewardbench2", "--input", str(bad), "--output_file",
                    str(tmp_path / "o.jsonl"))
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {bad}: not the 'rewardbench2' schema (row 1 lacks subset)"

@@ -25,7 +25,8 @@ def test_bf16_samples_and_scores_within_the_bound_of_fp32(sft_dir, synthetic_dir
     prompts = [fit_judge_prompt(tok, "compare", r["question"], r["answer_pos"], r["answer_neg"])[0] for r in rows]
     samples = [out[0] for out in HFSampler(fp32, tok).generate(prompts, 2, 1.0, 48, seed=0)]
     exact = response_perplexities(fp32, tok, prompts, [c.text for c in samples], finished=[c.finished for c in samples])
-    rounded = response_perplexities(bf16, tok, prompts, [c.text for c in samples], finished=[c.finished for c in samples])
+    rounded = response_perplexities(bf16, tok, prompts, [c.text for c in samples],
+                                    finished=[c.finished for c in samples])
     errors = sorted(abs(b - a) / a for a, b in zip(exact, rounded))
     assert 0 < errors[-1] < BF16_PPL_REL_ERROR, errors  # bf16 computed something, and close
     greedy = HFSampler(bf16, tok).generate(prompts, 1, 0.0, 48, seed=0)  # the sampler runs in bf16
@@ -98,6 +99,7 @@ def test_bench_precision_measures_bf16_against_fp32_on_a_refinements_judgments(t
     _, run, _ = tiny_pipeline
     main(["--model_name_or_path", os.path.join(run, "sft"), "--refine_dir", os.path.join(run, "refine")])
     rows = {line.split("|")[1].strip(): [float(x) for x in line.split("|")[2:6]]
-            for line in capsys.readouterr().out.splitlines() if line.startswith("| bf16") or line.startswith("| refinement")}
+            for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| bf16") or line.startswith("| refinement")}
     assert rows["refinement"][2] < 1e-4  # the fp32 refinement's own perplexities are the fp32 forward pass's
     assert 0 < rows["bf16"][0] < BF16_PPL_REL_ERROR and rows["bf16"][3] > 0.9  # bf16 differs, a little

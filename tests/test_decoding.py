@@ -44,7 +44,8 @@ def test_draw_follows_the_distribution_and_never_takes_a_zero():
     counts = torch.bincount(tokens, minlength=5).tolist()
     assert counts[0] == counts[2] == counts[4] == 0
     assert abs(counts[1] / 20000 - 0.25) < 0.015  # 5 standard errors
-    assert torch.equal(draw(probs[:50], torch.Generator().manual_seed(1)), draw(probs[:50], torch.Generator().manual_seed(1)))
+    assert torch.equal(draw(probs[:50], torch.Generator().manual_seed(1)),
+                       draw(probs[:50], torch.Generator().manual_seed(1)))
 
 
 def test_a_row_samples_what_it_would_alone(judge):

@@ -85,7 +85,7 @@ def test_stopped_eval_resumes_to_the_same_results(sft_dir, synthetic_dir, tmp_pa
 def test_bt_baseline_trains_and_is_evaluated_as_scalar(tiny_model_dir, synthetic_dir, tmp_path):
     out = tmp_path / "bt"
     proc = run_cli("run_bt_baseline.py", "--config", os.path.join(ROOT, "configs", "bt_demo.yaml"),
-                      "--model_name_or_path", tiny_model_dir, "--train_file", os.path.join(synthetic_dir, "prefs.jsonl"),
+                      "--model_name_or_path", tiny_model_dir, "--pref_file", os.path.join(synthetic_dir, "prefs.jsonl"),
                       "--output_dir", str(out), "--num_train_epochs", "8", "--logging_steps", "4",
                       "--learning_rate", "3e-3")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -109,7 +109,7 @@ def test_label_pairs_feed_m_dpo_format(tiny_model_dir, synthetic_dir, tmp_path):
 
     out = tmp_path / "pairs.jsonl"
     label_main(["--model_name_or_path", tiny_model_dir, "--pref_file", os.path.join(synthetic_dir, "prefs.jsonl"),
-                "--output", str(out), "--templates", "compare"])
+                "--output_file", str(out), "--templates", "compare"])
     pairs = load_pairs(str(out))
     assert len(pairs) == 2 * 60
     for p in pairs:

@@ -54,7 +54,8 @@ def test_the_dataset_asks_each_pair_as_refinement_does_with_an_items_orders_side
     assert len(rows) == 5 * 2 * 2 and {r["item_id"] for r in rows} == {str(i["id"]) for i in items}
     assert [r["item_id"] for r in rows][::4] != [str(i["id"]) for i in items]  # shuffled by item
     for k in range(0, len(rows), 4):  # an item's four prompts together, both orders of each template adjacent
-        assert len({r["item_id"] for r in rows[k:k + 4]}) == 1 and [r["pos_slot"] for r in rows[k:k + 4]] == list("ABAB")
+        assert len({r["item_id"] for r in rows[k:k + 4]}) == 1
+        assert [r["pos_slot"] for r in rows[k:k + 4]] == list("ABAB")
     item = next(i for i in items if str(i["id"]) == rows[0]["item_id"])
     expected = [g["prompt"] for g in judge_prompt_groups(tok, item, ["compare", "brief"], ("A", "B"), 128)]
     assert [r["prompt"] for r in rows[:4]] == expected  # the very prompts refinement samples from

@@ -32,6 +32,28 @@ def test_yaml_values_apply_and_flags_override(tmp_path):
     assert (a.name, a.steps) == ("default", 3)
 
 
+def test_a_scripts_constants_sit_under_its_config_and_flags(tmp_path):
+    cfg = _yaml(tmp_path, "steps: 7\n")
+    constants = {"config": cfg, "name": "constant", "steps": 2, "rate": 0.75}
+    (a,) = parse_args([_Args], [], defaults=constants)  # no arguments: the constants, then their config
+    assert (a.name, a.steps, a.rate) == ("constant", 7, 0.75)
+    (a,) = parse_args([_Args], ["--name", "flag", "--rate", "0.1"], defaults=constants)
+    assert (a.name, a.steps, a.rate) == ("flag", 7, 0.1)
+    other = _yaml(tmp_path, "name: other\n")  # --config replaces the constants' config
+    (a,) = parse_args([_Args], ["--config", other], defaults=constants)
+    assert (a.name, a.steps, a.rate) == ("other", 2, 0.75)
+
+
+def test_a_flag_that_is_gone_says_what_replaces_it(tmp_path):
+    with pytest.raises(DataError, match="^--old_name is now --name$"):
+        parse_args([_Args], ["--old_name", "x"], renamed={"old_name": "--name"})
+    with pytest.raises(DataError, match="^--old_name is now --name$"):
+        parse_args([_Args], ["--old_name=x"], renamed={"old_name": "--name"})
+    cfg = _yaml(tmp_path, "old_name: x\n")
+    with pytest.raises(DataError, match="config key 'old_name' is now --name"):
+        parse_args([_Args], ["--config", cfg], renamed={"old_name": "--name"})
+
+
 @dataclass
 class _Other:
     flag: bool = field(default=False)  # also in _Args, as TRL's configs repeat trust_remote_code

@@ -106,7 +106,8 @@ def test_reward_function_scores_completions_against_the_reference(judge, rows):
     centered = JudgeReward(judge, centered=True)(prompts=prompts, completions=completions, reference=references)
     assert centered == pytest.approx([2 * v - 1 for v in values], abs=1e-6)
     conversational = reward(prompts=[[{"role": "user", "content": p}] for p in prompts],
-                            completions=[[{"role": "assistant", "content": c}] for c in completions], reference=references)
+                            completions=[[{"role": "assistant", "content": c}] for c in completions],
+                            reference=references)
     assert conversational == pytest.approx(values, abs=1e-6)
     with pytest.raises(KeyError, match="'reference' column"):
         reward(prompts=prompts, completions=completions)
@@ -178,7 +179,8 @@ def test_run_judge_labels_unlabelled_rows_and_resumes(sft_dir, rows, tmp_path, m
 @pytest.mark.parametrize("content,flags,message", [
     ('{"question": "q", "answer_a": "a"}\n', [], r"rows\.jsonl:1: missing field 'answer_b'"),
     ('{"question": "q", "answer_a": "a", "answer_b": ""}\n', [], r"rows\.jsonl:1: field 'answer_b' is empty"),
-    ('{"question": "q", "answer_a": "a", "answer_b": "b"}\n', ["--num_samples", "0"], "--num_samples must be at least 1"),
+    ('{"question": "q", "answer_a": "a", "answer_b": "b"}\n', ["--num_samples", "0"],
+     "--num_samples must be at least 1"),
 ])
 def test_run_judge_bad_input(sft_dir, tmp_path, content, flags, message):
     import re

@@ -1,3 +1,4 @@
+import glob
 import json
 import os
 
@@ -24,7 +25,8 @@ n_test: 12
 refine_args: "--num_samples 4 --templates compare --max_new_tokens 48 --items_per_chunk 4"
 mdpo_args: "--max_steps 2 --per_device_train_batch_size 4"
 rft_args: "--loss_type sft --loss_weights 16.0"
-grpo_args: "--templates compare --num_generations 4 --per_device_train_batch_size 8 --max_steps 2 --max_completion_length 48"
+grpo_args: "--templates compare --num_generations 4 --per_device_train_batch_size 8 --max_steps 2
+  --max_completion_length 48"
 eval_args: "--max_new_tokens 48"
 """
 
@@ -41,7 +43,8 @@ def test_a_label_curve_shares_the_sft_judge_and_the_judgments_across_label_count
     sft = tiny_pipeline[1] / "sft"
     prefs = read_jsonl(run / "data" / "prefs.jsonl")
     assert [p["id"] for p in read_jsonl(run / "n6" / "data" / "prefs.jsonl")] == [p["id"] for p in prefs[:6]]
-    big, small = read_jsonl(run / "n12" / "refine" / "samples.jsonl"), read_jsonl(run / "n6" / "refine" / "samples.jsonl")
+    big = read_jsonl(run / "n12" / "refine" / "samples.jsonl")
+    small = read_jsonl(run / "n6" / "refine" / "samples.jsonl")
     first6 = {str(p["id"]) for p in prefs[:6]}
     drop_level = lambda rows: [{k: v for k, v in r.items() if k != "level"} for r in rows]  # noqa: E731
     assert drop_level(small) == drop_level([r for r in big if r["item_id"] in first6])
@@ -121,7 +124,8 @@ def test_a_sweep_grid_sends_pair_settings_to_refinement_and_the_rest_to_the_trai
     from pipeline.studies import sweep_variants
     from utils.io import DataError
 
-    variants = sweep_variants(PipelineArguments(stages="sft,refine,mdpo,eval", sweep="threshold=median,q0.3; alpha=1, 2"))
+    variants = sweep_variants(PipelineArguments(stages="sft,refine,mdpo,eval",
+                                                sweep="threshold=median,q0.3; alpha=1, 2"))
     assert [v.name for v in variants] == ["threshold=median alpha=1", "threshold=median alpha=2",
                                           "threshold=q0.3 alpha=1", "threshold=q0.3 alpha=2"]
     assert variants[2].refine_flags == ["--threshold", "q0.3"] and variants[2].mdpo_flags == ["--alpha", "1"]
@@ -160,27 +164,28 @@ def test_paired_differences_resample_items_within_each_seed():
         paired_difference(right, [{"x": 1.0}])
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "study.yaml", "study_v2.yaml", "study_v2_sweep.yaml",
-                                  "study_v2_rounds.yaml", "study_v3.yaml", "real.yaml"])
-def test_the_pipeline_configs_parse_and_plan(name):
+@pytest.mark.parametrize("name", ["demo.yaml", *sorted(os.path.relpath(p, os.path.join(ROOT, "configs")) for p in
+                                                 glob.glob(os.path.join(ROOT, "configs", "studies", "*.yaml")))])
+def test_the_pipeline_configs_parse_and_plan(name, monkeypatch):
     from pipeline.arguments import PipelineArguments, check_combinations
     from pipeline.runner import SeedRun
-    from pipeline.stages import STAGES
+    from pipeline.stages import STAGES, module_of, settings_of
     from pipeline.studies import label_counts, sweep_variants
     from utils.config import parse_args
 
-    (a,) = parse_args((PipelineArguments,), ["--config", os.path.join(ROOT, "configs", name)])
+    monkeypatch.chdir(ROOT)
+    (a,) = parse_args((PipelineArguments,), ["--config", os.path.join("configs", name)])
     check_combinations(a)
     run = SeedRun(a)
-    for stage in run.stages:  # every stage's command parses with its script's own arguments
+    for stage in run.stages:  # every stage runs only the scripts its table entry names, with settings they parse
         for command in STAGES[stage].commands(run):
-            assert command[1] in ("-m", "run_sft.py", "run_preference_refinement.py", "run_m_dpo.py",
-                                  "run_bt_baseline.py", "run_grpo_judge.py", "run_eval.py")
+            assert module_of(command) in STAGES[stage].scripts
+            assert settings_of(command)["script"] == module_of(command)
     if a.label_counts:
         assert max(label_counts(a)) <= a.n_prefs
     if a.sweep:
         assert len(sweep_variants(a)) == 12
-    if name == "real.yaml":  # the real-model study: the CPU recipe, and the base model as a zero-shot judge
+    if name == "studies/real_model.yaml":  # the real-model study: the CPU recipe, the base model as a zero-shot judge
         assert a.evaluate_base and [k for k, *_ in run.judges()][:2] == ["base", "sft"]
         assert all("smollm2-135m" in c for c in (a.sft_config, a.refine_config, a.mdpo_config, a.bt_config))
 

@@ -10,7 +10,8 @@ from models.losses import level_values, m_dpo_loss, pair_weights, weights_for_pa
 from models.m_dpo_trainer import MDPOConfig, MDPOTrainer, PairCollator, encode_pair
 from tests.conftest import ROOT, run_cli
 
-PROMPT = "<|user|>\nWhich answer to the question is better?\nQuestion: What is {a} + {b}?\nAnswer A: {x}\nAnswer B: {y}\n<|assistant|>\n"
+PROMPT = ("<|user|>\nWhich answer to the question is better?\nQuestion: What is {a} + {b}?\n"
+          "Answer A: {x}\nAnswer B: {y}\n<|assistant|>\n")
 
 
 def make_pairs(n=8):
@@ -190,35 +191,33 @@ def test_malformed_pairs_file_names_the_line(tiny_model_dir, tmp_path):
 
 
 def test_sft_loss_term_adds_the_chosen_nll_and_loss_weights_scale_the_terms(tiny_model_dir, tmp_path):
-    """TRL 1.x's loss_type/loss_weights; TRL 0.x's rpo_alpha (and dpo_weight) are aliases of them."""
+    """TRL 1.x's loss_type/loss_weights."""
     from utils.io import DataError
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     pairs = make_pairs(4)
-    settings = {"dpo": dict(loss_type=["sigmoid"]), "dpo+nll": dict(loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.5]),
-                "nll": dict(loss_type=["sft"], loss_weights=[0.5]), "alias": dict(rpo_alpha=0.5),
-                "alias nll": dict(rpo_alpha=0.5, dpo_weight=0.0)}
+    settings = {"dpo": dict(loss_type=["sigmoid"]),
+                "dpo+nll": dict(loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.5]),
+                "nll": dict(loss_type=["sft"], loss_weights=[0.5])}
     losses = {}
     for name, kw in settings.items():
         args = config(tmp_path, **kw)
         trainer = MDPOTrainer(model=model, args=args, train_dataset=dataset(pairs, tok, args),
                               data_collator=PairCollator(tok.pad_token_id))
         losses[name] = full_batch_loss(trainer, 4)
-    assert config(tmp_path, rpo_alpha=0.5).loss_type == ["sigmoid", "sft"]
     # the model's own loss on the chosen rows alone is the per-token NLL
     from data.collate import collate_prompt_response, encode_prompt_response
     batch = collate_prompt_response([encode_prompt_response(tok, p["prompt"], p["chosen"]) for p in pairs],
                                     tok.pad_token_id)
     with torch.no_grad():
-        nll = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss.item()
+        nll = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    labels=batch["labels"]).loss.item()
     assert losses["dpo+nll"] == pytest.approx(losses["dpo"] + 0.5 * nll, abs=1e-5)
     assert losses["nll"] == pytest.approx(0.5 * nll, abs=1e-5) and losses["dpo"] > 0.1
-    assert losses["alias"] == pytest.approx(losses["dpo+nll"], abs=1e-6)
-    assert losses["alias nll"] == pytest.approx(losses["nll"], abs=1e-6)
     for bad, message in ((dict(loss_type=["ipo"]), "--loss_type must be"),
                          (dict(loss_type=["sigmoid", "sft"], loss_weights=[1.0]), "--loss_weights needs one weight"),
-                         (dict(rpo_alpha=1.0, loss_weights=[1.0]), "use either"), (dict(beta=0.0), "--beta must be")):
+                         (dict(beta=0.0), "--beta must be")):
         with pytest.raises(DataError, match=message):
             config(tmp_path, **bad)
 

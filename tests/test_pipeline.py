@@ -29,7 +29,8 @@ def test_every_stage_hands_its_files_to_the_next(pipeline):
         r = res["results"]["test.jsonl"]
         assert r["n"] == 8 and 0.0 <= r["accuracy"] <= 1.0 and res["model"] == str(run / model)
     table = (run / "eval" / "table.md").read_text()
-    assert all(f"| {name} |" in table for name in ("Base model (zero-shot)", "SFT judge", "BT-model", "GFRIEND (M-DPO + 16×NLL)"))
+    assert all(f"| {name} |" in table
+               for name in ("Base model (zero-shot)", "SFT judge", "BT-model", "GFRIEND (M-DPO + 16×NLL)"))
     for stage in ("sft", "refine", "mdpo", "bt", "eval"):
         assert f"[{stage}] finished in" in stdout
 
@@ -87,18 +88,22 @@ def test_a_stage_reruns_exactly_when_what_produced_it_changed(pipeline):
     assert json.loads(record.read_text())["status"] == "done"
 
 
-def test_settings_are_compared_as_values_and_code_by_what_a_stage_imports():
-    from pipeline.cache import settings_of, source_files, why_changed
+def test_settings_are_what_the_script_parses_compared_as_values_and_code_by_what_a_stage_imports():
+    from pipeline.cache import source_files, why_changed
+    from pipeline.stages import command, settings_of
 
-    yaml_lr = settings_of(["python", "run_m_dpo.py", "--config", "configs/mdpo_demo.yaml"])
-    flag_lr = settings_of(["python", "run_m_dpo.py", "--config", "configs/mdpo_demo.yaml", "--learning_rate", "1e-4",
-                           "--loss_weights", "1", "16"])
+    yaml_lr = settings_of(command("run_m_dpo", "--config", "configs/mdpo_demo.yaml"))
+    flag_lr = settings_of(command("run_m_dpo", "--config", "configs/mdpo_demo.yaml", "--learning_rate", "1e-4",
+                                  "--loss_weights", "1", "16"))
     assert yaml_lr == flag_lr  # 1.0e-4 in the YAML, 1e-4 as a flag; [1.0, 16.0] and "1 16"
+    assert yaml_lr["beta"] == 0.1 and yaml_lr["max_grad_norm"] == 1.0  # a default the config leaves alone counts
     changed = {**flag_lr, "learning_rate": 5e-5}
     assert why_changed({"settings": yaml_lr}, {"settings": changed}) == "learning_rate changed 0.0001 → 5e-05"
-    sft = {os.path.relpath(f, ROOT) for f in source_files("run_sft.py")}
+    sft = {os.path.relpath(f, ROOT) for f in source_files("run_sft")}
     assert {"run_sft.py", "models/sft_trainer.py", "data/templates.py", "utils/io.py"} <= sft
     assert not any(f.startswith(("pipeline/", "generate/")) or f == "run_eval.py" for f in sft)  # reports, other stages
+    refine = {os.path.relpath(f, ROOT) for f in source_files("run_preference_refinement")}
+    assert {"generate/refinement.py", "generate/levels.py"} <= refine
 
 
 def test_trained_judges_are_named_by_the_loss_their_settings_give(tmp_path):
@@ -110,8 +115,9 @@ def test_trained_judges_are_named_by_the_loss_their_settings_give(tmp_path):
     a = PipelineArguments(mdpo_config="configs/mdpo_demo.yaml", rft_args="--loss_type sft --loss_weights 16")
     assert judge_name(a, "gfriend") == "GFRIEND (M-DPO + 16×NLL)" and judge_name(a, "rft") == "RFT (16×NLL)"
     assert judge_name(a, "dpo") == "w/o M-DPO (plain DPO + 16×NLL)" and judge_name(a, "sft") == "SFT judge"
-    b = PipelineArguments(mdpo_config=str(plain), mdpo_args="--rpo_alpha 2 --dpo_weight 0.5", rft_args="--loss_type sft")
-    assert judge_name(b, "gfriend") == "GFRIEND (0.5×M-DPO + 2×NLL)"  # flags over the config, aliases read
+    b = PipelineArguments(mdpo_config=str(plain), mdpo_args="--loss_type sigmoid sft --loss_weights 0.5 2",
+                          rft_args="--loss_type sft")
+    assert judge_name(b, "gfriend") == "GFRIEND (0.5×M-DPO + 2×NLL)"  # flags over the config
     assert judge_name(PipelineArguments(mdpo_config=str(plain)), "label_mdpo") == "w/o CoT-S (M-DPO on label pairs)"
 
 
@@ -121,7 +127,8 @@ def test_settings_that_cannot_be_combined_are_refused_in_one_line():
 
     for kwargs, message in ((dict(label_counts="4,8", sweep="alpha=1,2"), "cannot be combined"),
                             (dict(seeds="0,1", evaluate_base=True, sweep="alpha=1"), "--evaluate_base is for"),
-                            (dict(rounds=2, rounds_at=8), "--rounds_at needs --label_counts"), (dict(rounds=0), "at least 1")):
+                            (dict(rounds=2, rounds_at=8), "--rounds_at needs --label_counts"),
+                            (dict(rounds=0), "at least 1")):
         with pytest.raises(DataError, match=message):
             check_combinations(PipelineArguments(**kwargs))
 

@@ -4,6 +4,7 @@ import os
 import pytest
 
 from data.prepare import load_rows, main as prepare_main, prepare, read_exclusions
+from tests.conftest import run_cli
 from utils.io import DataError
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures")
@@ -75,16 +76,18 @@ def test_seeded_few_shot_sample():
 def test_wrong_schema_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(DataError, match="not the 'pku_saferlhf' schema"):
         load_rows("pku_saferlhf", os.path.join(FIX, "skywork.jsonl"), None)
-    with pytest.raises(SystemExit) as e:
-        prepare_main(["--source", "rewardbench", "--input", os.path.join(FIX, "custom.jsonl"),
-                      "--output", str(tmp_path / "o.jsonl")])
-    assert e.value.code == 2 and "lacks prompt, chosen, rejected, subset" in capsys.readouterr().err
+    proc = run_cli("data.prepare", "--source", "rewardbench", "--input", os.path.join(FIX, "custom.jsonl"),
+                   "--output_file", str(tmp_path / "o.jsonl"))
+    assert proc.returncode == 2 and "lacks prompt, chosen, rejected, subset" in proc.stderr
     assert not (tmp_path / "o.jsonl").exists()
+    proc = run_cli("data.prepare", "--source", "skywork", "--input", os.path.join(FIX, "skywork.jsonl"),
+                   "--output", str(tmp_path / "o.jsonl"))  # one flag name per concept: the old one says the new
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: --output is now --output_file"
 
 
 def test_cli_writes_pairs_and_summary(tmp_path):
     out = tmp_path / "prefs.jsonl"
-    prepare_main(["--source", "skywork", "--input", os.path.join(FIX, "skywork.jsonl"), "--output", str(out),
+    prepare_main(["--source", "skywork", "--input", os.path.join(FIX, "skywork.jsonl"), "--output_file", str(out),
                   "--exclude", os.path.join(FIX, "test_overlap.jsonl")])
     rows = [json.loads(l) for l in out.read_text().splitlines()]
     summary = json.loads((tmp_path / "prefs.summary.json").read_text())
@@ -101,7 +104,7 @@ def test_token_length_report_counts_what_the_budget_would_shorten(tiny_model_dir
     src = tmp_path / "long.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in long_rows))
     out = tmp_path / "prefs.jsonl"
-    prepare_main(["--source", "jsonl", "--input", str(src), "--output", str(out), "--tokenizer", tiny_model_dir,
+    prepare_main(["--source", "jsonl", "--input", str(src), "--output_file", str(out), "--tokenizer", tiny_model_dir,
                   "--max_prompt_length", "150"])
     report = json.loads((tmp_path / "prefs.summary.json").read_text())["token_lengths"]
     tok = load_tokenizer(tiny_model_dir)

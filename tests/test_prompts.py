@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import run_eval
 import run_m_dpo
-import run_preference_refinement as refine
+import generate.refinement as refine
 import run_sft
 from data.collate import IGNORE_INDEX, encode_prompt_response
 from data.templates import apply_chat, fit_judge_prompt
@@ -21,7 +21,8 @@ from utils.io import DataError
 STYLES = ("llama3", "qwen2", "llama3-base")  # llama3-base: the Llama 3 tokenizer without a chat template
 MAX_PROMPT = 300
 # UltraFeedback-length answers: several thousand characters each.
-LONG_A = "Photosynthesis converts light into chemical energy. " + "The light reactions split water. " * 120 + "THE END A."
+LONG_A = ("Photosynthesis converts light into chemical energy. " + "The light reactions split water. " * 120
+          + "THE END A.")
 LONG_B = "Plants eat sunlight, roughly speaking. " + "Chlorophyll absorbs red and blue light. " * 110 + "THE END B."
 
 
@@ -99,7 +100,8 @@ def test_a_scalar_reward_models_text_is_fitted_in_the_middle_and_keeps_the_answe
     question = "Explain photosynthesis to a ten-year-old."
     full = scalar_rm_text(tok, question, LONG_A)
     text = scalar_rm_text(tok, question, LONG_A, MAX_PROMPT)
-    assert len(encode_prompt(tok, full)) > 3 * MAX_PROMPT and MAX_PROMPT - 40 <= len(encode_prompt(tok, text)) <= MAX_PROMPT
+    assert len(encode_prompt(tok, full)) > 3 * MAX_PROMPT
+    assert MAX_PROMPT - 40 <= len(encode_prompt(tok, text)) <= MAX_PROMPT
     assert text.count("tokens omitted ...]") == 1 and question in text
     assert full.endswith(text[text.index("THE END A."):])  # the answer's end and the template after it survive
     if style == "qwen2":
@@ -159,7 +161,7 @@ def test_every_stage_sees_the_same_prompt_ids_one_bos_and_the_templates_end_of_t
                                       max_prompt_length=MAX_PROMPT, generation_batch_size=8,
                                       score_with="model")  # the scoring pass sees the ids sampling saw
     groups = refine.prompt_groups([item], tok, args, ["compare"])[0]
-    records = refine.process_chunk(0, groups, HFSampler(model, tok, batch_size=8), model, tok, args, [1.0])
+    records = refine.sample_chunk(0, groups, HFSampler(model, tok, batch_size=8), model, tok, args, [1.0])
     assert recorder.generated == [prompt_ids]  # one prompt, its K samples in one call
     assert recorder.stop_ids == stop_token_ids(tok)
     assert len(recorder.scored) == len(records) == 2
@@ -222,15 +224,17 @@ def test_generation_stops_at_the_end_of_turn_and_cut_samples_are_marked(styled):
 
 def test_unfinished_samples_are_rejected_or_dropped_and_counted():
     def record(i, correct, finished, score):
-        return {"item_id": "1", "prompt_id": "compare/A", "prompt": "p", "response": f"r{i}", "verdict": "A" if correct else "B",
-                "correct": correct, "finished": finished, "score": score, "ppl": 1.0, "prompt_shortened": i == 0}
+        return {"item_id": "1", "prompt_id": "compare/A", "prompt": "p", "response": f"r{i}",
+                "verdict": "A" if correct else "B", "correct": correct, "finished": finished, "ppl_score": score,
+                "ppl": 1.0, "prompt_shortened": i == 0}
 
     records = [record(0, True, True, 0.9), record(1, True, False, 0.95), record(2, False, True, 0.2)]
     args = refine.RefinementArguments(threshold="0.5", unfinished="reject")
     out, pairs, stats = refine.finalize([dict(r) for r in records], args)
     assert [r["level"] for r in out] == ["SA", "SR", "WR"]  # correct but cut: rejected, and confidently so
     assert stats["unfinished"] == 1 and stats["prompts_shortened"] == 1 and stats["without_level"] == 0
-    assert {(p["chosen"], p["rejected"], p["rejected_finished"]) for p in pairs} == {("r0", "r1", False), ("r0", "r2", True)}
+    assert {(p["chosen"], p["rejected"], p["rejected_finished"]) for p in pairs} == \
+        {("r0", "r1", False), ("r0", "r2", True)}
     out, pairs, stats = refine.finalize([dict(r) for r in records], refine.RefinementArguments(threshold="0.5",
                                                                                                unfinished="drop"))
     assert [r["level"] for r in out] == ["SA", None, "WR"] and stats["without_level"] == 1

@@ -200,7 +200,7 @@ def test_bt_reads_its_reward_at_the_last_real_token(real_sft, synthetic_dir, tok
 
     out = str(tmp_path / "bt")
     run_bt_baseline.main(["--config", os.path.join(RECIPE, "bt.yaml"), "--model_name_or_path", real_sft,
-                          "--train_file", os.path.join(synthetic_dir, "prefs.jsonl"), "--output_dir", out,
+                          "--pref_file", os.path.join(synthetic_dir, "prefs.jsonl"), "--output_dir", out,
                           *TINY_TRAINING])
     model = AutoModelForSequenceClassification.from_pretrained(out).eval()
     texts = [scalar_rm_text(tok, "Which is larger, 473 or 438?", a) for a in ("473", "473 is larger, since 7 > 3.")]
@@ -209,7 +209,8 @@ def test_bt_reads_its_reward_at_the_last_real_token(real_sft, synthetic_dir, tok
     assert ids[2][-1] == tok.pad_token_id
     with torch.no_grad():
         batched = sequence_rewards(model, pad(ids, tok.pad_token_id), pad([[1] * len(x) for x in ids], 0))
-        alone = [sequence_rewards(model, torch.tensor([x]), torch.ones(1, len(x), dtype=torch.long)).item() for x in ids]
+        alone = [sequence_rewards(model, torch.tensor([x]), torch.ones(1, len(x), dtype=torch.long)).item()
+                 for x in ids]
         per_position = reward_head(model)(model.model(input_ids=torch.tensor([ids[2]])).last_hidden_state)[0, :, 0]
         theirs = model(input_ids=torch.tensor([ids[2]])).logits[0, 0]
     assert batched.tolist() == pytest.approx(alone, abs=1e-4)  # right padding changes nothing

@@ -164,7 +164,8 @@ def test_token_budgets_smaller_than_one_sequence_stop_before_loading(wide_model_
     assert not out.exists()
 
     prefs = tmp_path / "prefs.jsonl"
-    prefs.write_text(json.dumps({"id": 1, "question": text_of(tok, 900, 0), "answer_pos": "a", "answer_neg": "b"}) + "\n")
+    row = {"id": 1, "question": text_of(tok, 900, 0), "answer_pos": "a", "answer_neg": "b"}
+    prefs.write_text(json.dumps(row) + "\n")
     proc = run_cli("run_preference_refinement.py", "--model_name_or_path", wide_model_dir, "--pref_file", str(prefs),
                       "--output_dir", str(out), "--scoring_max_tokens", "1000", "--max_new_tokens", "256")
     assert proc.returncode == 2

@@ -19,7 +19,7 @@ def _parse(script: str, path: str, tmp_path):
 
         types = (ModelArguments, SFTDataArguments, SFTConfig)
     elif script == "refine":
-        from run_preference_refinement import RefinementArguments
+        from generate.refinement import RefinementArguments
 
         types = (ModelArguments, RefinementArguments)
     elif script == "mdpo":
@@ -71,7 +71,8 @@ def test_a_recipe_is_consistent_across_its_stages(recipe, tmp_path):
         assert stages["sft"]["bf16"] == stages["mdpo"]["bf16"] == bt["bf16"] == native_bf16()  # autocast here?
         assert bt["max_length"] >= room
         grpo = _parse("grpo", os.path.join(recipe, "grpo.yaml"), tmp_path)  # the GRPO judge: judgments as long
-        assert grpo["max_prompt_length"] == budgets["sft"] and grpo["max_completion_length"] == stages["eval"]["max_new_tokens"]
+        assert grpo["max_prompt_length"] == budgets["sft"]
+        assert grpo["max_completion_length"] == stages["eval"]["max_new_tokens"]
         for c in (stages["sft"], stages["mdpo"], bt, grpo):
             assert c["save_strategy"] == "steps" and c["resume_from_checkpoint"] == "auto"
         assert stages["sft"]["model_name_or_path"] == "outputs/models/smollm2-135m-instruct"  # `make real-model`

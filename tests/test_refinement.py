@@ -111,7 +111,8 @@ def test_levels_may_come_from_another_confidence(uninterrupted, sft_dir, synthet
             want = 0.0 if picks(s) is None else per_item[s["item_id"]][picks(s)] / sum(per_item[s["item_id"]].values())
         assert s["score"] == pytest.approx(want)
         strong = s["score"] > stats["threshold"]
-        assert s["level"] == ({True: "SA", False: "WA"} if s["correct"] and s["finished"] else {True: "SR", False: "WR"})[strong]
+        levels = {True: "SA", False: "WA"} if s["correct"] and s["finished"] else {True: "SR", False: "WR"}
+        assert s["level"] == levels[strong]
     assert sum(s.get("verdict_logp") is not None for s in samples) > len(samples) // 2  # mostly a real confidence
     assert_pairs_within_prompts(samples, pairs)
 
@@ -224,7 +225,8 @@ def test_two_processes_write_the_same_files_as_one(uninterrupted, sft_dir, synth
     (["--templates", "nope"], "--templates: unknown template id"),
     (["--max_prompt_length", "20"], "--max_prompt_length 20 leaves too little room"),
 ])
-def test_bad_settings_stop_before_anything_is_loaded_or_written(tiny_model_dir, synthetic_dir, tmp_path, flags, message):
+def test_bad_settings_stop_before_anything_is_loaded_or_written(tiny_model_dir, synthetic_dir, tmp_path, flags,
+                                                                message):
     from utils.io import DataError
 
     out = tmp_path / "out"

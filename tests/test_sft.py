@@ -80,7 +80,8 @@ def test_sft_judge_answers_in_the_verdict_format(sft_dir, synthetic_dir):
 
 @pytest.mark.parametrize("content,message", [
     ('{"question": "q", "chain_of_thought": "c"}\n{"question": "q", \n', r"sft\.jsonl:2: invalid JSON"),
-    ('{"question": "q", "chain_of_thought": "c"}\n{"question": "q"}\n', r"sft\.jsonl:2: missing field 'chain_of_thought'"),
+    ('{"question": "q", "chain_of_thought": "c"}\n{"question": "q"}\n',
+     r"sft\.jsonl:2: missing field 'chain_of_thought'"),
     ('{"question": "q", "answer_a": "a", "answer_b": "b", "chain_of_thought": "c", "verdict": "C"}\n',
      r"sft\.jsonl:1: field 'verdict'"),
     ("", r"sft\.jsonl: file is empty"),

@@ -47,7 +47,8 @@ def test_each_split_is_independent_of_the_others_sizes(tmp_path):
         assert (small / f"{name}.jsonl").read_bytes() == (large / f"{name}.jsonl").read_bytes(), name
     for name, n in (("prefs", 30), ("val", 10)):  # and a larger split begins with the smaller one
         assert _read(large / f"{name}.jsonl")[:n] == _read(small / f"{name}.jsonl"), name
-    questions = {name: {r["question"] for r in _read(large / f"{name}.jsonl")} for name in ("sft", "prefs", "val", "test")}
+    questions = {name: {r["question"] for r in _read(large / f"{name}.jsonl")}
+                 for name in ("sft", "prefs", "val", "test")}
     assert not (questions["prefs"] | questions["val"] | questions["sft"]) & questions["test"]
     assert len(questions["prefs"]) == 90 and len(questions["test"]) == 40
 

@@ -36,7 +36,8 @@ def test_selective_log_softmax_equals_the_full_one_with_gradients(dtype, monkeyp
     torch.manual_seed(0)
     logits = (3 * torch.randn(3, 40, 1000)).to(dtype)
     labels = torch.randint(0, 1000, (3, 40))
-    labels[0, :25], labels[1, :31], labels[2, :28], labels[2, 37:] = IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX
+    for row, span in ((0, slice(None, 25)), (1, slice(None, 31)), (2, slice(None, 28)), (2, slice(37, None))):
+        labels[row, span] = IGNORE_INDEX
     keep = logits_to_keep(labels)
     assert keep == 40 - 25 + 1
     ours_in, full_in = logits.clone().requires_grad_(), logits.clone().requires_grad_()
@@ -122,16 +123,16 @@ def test_sft_loss_is_the_models_own_loss_and_exact_under_accumulation(tiny_model
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     pairs = make_pairs(8)
-    data = [encode_prompt_response(tok, p["prompt"], p["chosen"] + " More words." * (i % 3)) for i, p in enumerate(pairs)]
+    data = [encode_prompt_response(tok, p["prompt"], p["chosen"] + " More words." * (i % 3))
+            for i, p in enumerate(pairs)]
     collator = PromptResponseCollator(tok.pad_token_id)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     trainer = SFTTrainer(model=model, args=TrainingArguments(output_dir=tempfile.mkdtemp(), use_cpu=True,
                                                              report_to="none"), data_collator=collator)
     batch = collator(data)
     with torch.no_grad():
-        assert trainer.compute_loss(model, batch).item() == pytest.approx(
-            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss.item(),
-            rel=1e-5)
+        plain = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        assert trainer.compute_loss(model, batch).item() == pytest.approx(plain.loss.item(), rel=1e-5)
     steps = [_one_sgd_step(SFTTrainer, AutoModelForCausalLM.from_pretrained(tiny_model_dir), data, collator, ga, bs)
              for ga, bs in ((1, 8), (4, 2))]
     _assert_same_step(steps[0], steps[1])
@@ -152,8 +153,8 @@ def test_a_separate_reference_model_is_released_after_the_pass(tiny_model_dir, t
     # every pair got the reference's log-probs, in 3 batches of at most 3 pairs
     with torch.no_grad():
         batch = PairCollator(tok.pad_token_id)(data)
-        expected = full_log_softmax_logps(trainer.model(input_ids=batch["input_ids"],
-                                                        attention_mask=batch["attention_mask"]).logits, batch["labels"])[0]
+        logits = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        expected = full_log_softmax_logps(logits, batch["labels"])[0]
     got = torch.tensor([ex["ref_chosen_logps"] for ex in data] + [ex["ref_rejected_logps"] for ex in data])
     assert torch.allclose(got, expected, atol=1e-4)
 

@@ -16,9 +16,9 @@ addition is learnable, and carries a chat template in one of three styles:
 """
 from __future__ import annotations
 
-import argparse
 import os
 import random
+from dataclasses import dataclass, field
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -26,6 +26,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from toy.task import FAMILIES, generate_items, reference_response
 from data.templates import TEMPLATES, render_judge_prompt, slot_answers
+from utils.config import check_settings, parse_args, require, run_main
 
 SPECIAL_TOKENS = ["<|pad|>", "<|endoftext|>", "<|user|>", "<|assistant|>", "<|system|>"]
 CHAT_TEMPLATE = (
@@ -123,18 +124,27 @@ def build_tiny(output_dir: str, seed: int = 0, chat_style: str = "tiny", **model
     return sum(p.numel() for p in model.parameters())
 
 
+@dataclass
+class TinyModelArguments:
+    output_dir: str = field(default=None)
+    seed: int = field(default=0)
+    hidden_size: int = field(default=128)
+    num_layers: int = field(default=4)
+    num_heads: int = field(default=4)
+    intermediate_size: int = field(default=352)
+    vocab_size: int = field(default=None, metadata={"help": "Embedding rows (e.g. 128256 for Llama 3's shape)."})
+    max_position_embeddings: int = field(default=1024)
+    chat_style: str = field(default="tiny", metadata={"help": " | ".join(sorted(CHAT_STYLES))})
+
+
+def parse(argv=None) -> tuple[TinyModelArguments]:
+    return parse_args((TinyModelArguments,), argv)
+
+
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="Build the tiny Llama-style judge model and tokenizer.")
-    p.add_argument("--output_dir", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--hidden_size", type=int, default=128)
-    p.add_argument("--num_layers", type=int, default=4)
-    p.add_argument("--num_heads", type=int, default=4)
-    p.add_argument("--intermediate_size", type=int, default=352)
-    p.add_argument("--vocab_size", type=int, default=None, help="embedding rows (e.g. 128256 for Llama 3's shape)")
-    p.add_argument("--max_position_embeddings", type=int, default=1024)
-    p.add_argument("--chat_style", choices=sorted(CHAT_STYLES), default="tiny")
-    a = p.parse_args(argv)
+    (a,) = parse(argv)
+    require(output_dir=a.output_dir)
+    check_settings(a, choices={"chat_style": tuple(sorted(CHAT_STYLES))})
     n = build_tiny(a.output_dir, a.seed, a.chat_style, hidden_size=a.hidden_size, num_layers=a.num_layers,
                    num_heads=a.num_heads, intermediate_size=a.intermediate_size, vocab_size=a.vocab_size,
                    max_position_embeddings=a.max_position_embeddings)
@@ -142,4 +152,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -45,7 +45,8 @@ def oracle_judgments(records: list[dict], rows: dict[str, dict]) -> list[tuple[b
             try:
                 truths[key] = true_reasoning(rows[r["item_id"]], r["pos_slot"])
             except ValueError as e:
-                raise ValueError(f"item {r['item_id']!r}: --score oracle needs the synthetic task's rows; {e}") from None
+                raise ValueError(f"item {r['item_id']!r}: --score oracle needs the synthetic task's rows; "
+                                 f"{e}") from None
         reasoning, truth = reasoning_of(r["response"]), truths[key]
         similarity = difflib.SequenceMatcher(None, reasoning, truth, autojunk=False).ratio()
         out.append((reasoning == truth, similarity))

@@ -40,40 +40,50 @@ def has_accelerator() -> bool:
     return torch.cuda.is_available() or torch.backends.mps.is_available() or bool(xpu and xpu.is_available())
 
 
-def parse_args(dataclass_types: Sequence[type], args: Sequence[str] | None = None, shared: bool = False) -> tuple:
+def parse_args(dataclass_types: Sequence[type], args: Sequence[str] | None = None, shared: bool = False,
+               defaults: dict[str, Any] | None = None, renamed: dict[str, str] | None = None) -> tuple:
     """Parse `args` (default sys.argv[1:]) into one instance per dataclass.
 
-    Precedence: command-line flag > YAML value (`--config`) > dataclass default. With `shared`, a
-    field that several dataclasses define (TRL's configs repeat `trust_remote_code`) is one flag that
-    sets it in all of them; otherwise a repeated field is an error.
+    Precedence: command-line flag > YAML value (`--config`) > `defaults` (a script's constants; its
+    "config" key names the YAML read when no --config is given) > dataclass default. `renamed`
+    maps a flag that is gone to what replaces it: given as a flag or a YAML key, it stops with one
+    line saying so. With `shared`, a field that several dataclasses define (TRL's configs repeat
+    `trust_remote_code`) is one flag that sets it in all of them; otherwise a repeated field is an
+    error.
     """
     args = list(sys.argv[1:] if args is None else args)
-    config_path = None
+    defaults = dict(defaults or {})
+    config_path = defaults.pop("config", None)
     if "--config" in args:
         i = args.index("--config")
         if i + 1 >= len(args):
             raise DataError("--config needs a file path")
         config_path = args[i + 1]
         del args[i : i + 2]
+    for old, new in (renamed or {}).items():
+        if any(a == f"--{old}" or a.startswith(f"--{old}=") for a in args):
+            raise DataError(f"--{old} is now {new}")
     parser = HfArgumentParser(dataclass_types, **({"conflict_handler": "resolve"} if shared else {}))
     known = {a.dest: a for a in parser._actions}
     if "use_cpu" in known and not has_accelerator():
         # TrainingArguments: without use_cpu, processes started by `accelerate launch` or torchrun
         # on a machine without GPUs would each train alone instead of as one gloo group.
         known["use_cpu"].default = True
-    if config_path:
-        cfg = _load_yaml(config_path)
-        unknown = sorted(k for k in cfg if k not in known)
-        if unknown:
-            raise DataError(f"{config_path}: unknown config key(s): {', '.join(unknown)}")
-        for key, value in cfg.items():
-            action = known[key]
-            if isinstance(value, list) and action.nargs is None:
-                value = ",".join(str(v) for v in value)  # comma-separated string fields
-            # Values pass through argparse's type conversion only when given as strings.
-            action.default = action.type(value) if isinstance(value, str) and action.type else value
-            action.required = False
-    if "bf16" in known and "dtype" in known and not (config_path and "bf16" in cfg):
+    cfg = _load_yaml(config_path) if config_path else {}
+    for old, new in (renamed or {}).items():
+        if old in cfg:
+            raise DataError(f"{config_path}: config key '{old}' is now {new}")
+    unknown = sorted(k for k in cfg if k not in known)
+    if unknown:
+        raise DataError(f"{config_path}: unknown config key(s): {', '.join(unknown)}")
+    for key, value in {**defaults, **cfg}.items():
+        action = known[key]
+        if isinstance(value, list) and action.nargs is None:
+            value = ",".join(str(v) for v in value)  # comma-separated string fields
+        # Values pass through argparse's type conversion only when given as strings.
+        action.default = action.type(value) if isinstance(value, str) and action.type else value
+        action.required = False
+    if "bf16" in known and "dtype" in known and "bf16" not in cfg:
         autocast_where_native(known, args)
     if shared:  # each dataclass takes its fields from one namespace, a shared field included
         namespace = vars(parser.parse_args(args))
@@ -101,6 +111,22 @@ def require(**values) -> None:
     for name, value in values.items():
         if value is None or value == "" or value == []:
             raise DataError(f"--{name} is required (flag or config)")
+
+
+# The inputs the stage scripts' constants default to, and the command that writes each: a first run
+# that skips a step is told which one in a line, not by a traceback from deep inside a loader.
+DEFAULT_INPUTS = {"outputs/models/smollm2-135m-instruct": "make real-model",
+                  "outputs/data/sft.jsonl": "make data", "outputs/data/prefs.jsonl": "make data",
+                  "outputs/data/test.jsonl": "make data", "outputs/sft": "python run_sft.py",
+                  "outputs/refine/pairs.jsonl": "python run_preference_refinement.py",
+                  "outputs/gfriend": "python run_m_dpo.py"}
+
+
+def check_default_inputs(*paths: str) -> None:
+    """Stop with one line when a default input is not there yet, naming the command that writes it."""
+    for path in paths:
+        if path in DEFAULT_INPUTS and not os.path.exists(path):
+            raise DataError(f"{path}: not found; `{DEFAULT_INPUTS[path]}` writes it")
 
 
 def check_settings(args, at_least: dict | None = None, above: dict | None = None, at_most: dict | None = None,
@@ -131,18 +157,21 @@ def check_prompt_budget(max_prompt_length: int | None, max_length: int | None) -
                         f"--max_length {max_length}")
 
 
-def save_resolved_config(output_dir: str, *configs, name: str = "run_config.yaml") -> str:
-    """Write every field of every dataclass, so a run can be repeated exactly."""
+def resolved_settings(*configs) -> dict[str, Any]:
+    """Every plain field of every parsed dataclass, merged: what a run ran with. Scripts save it as
+    run_config.yaml; the pipeline compares it to decide whether a stage's output is still valid."""
     merged: dict[str, Any] = {}
     for cfg in configs:
-        if hasattr(cfg, "to_dict"):  # TrainingArguments hides tokens and serialises enums
-            d = cfg.to_dict()
-        else:
-            d = dataclasses.asdict(cfg)
+        d = cfg.to_dict() if hasattr(cfg, "to_dict") else dataclasses.asdict(cfg)  # TrainingArguments hides tokens
         merged.update({k: v for k, v in d.items() if _is_plain(v)})
+    return merged
+
+
+def save_resolved_config(output_dir: str, *configs, name: str = "run_config.yaml") -> str:
+    """Write every field of every dataclass, so a run can be repeated exactly."""
     path = os.path.join(output_dir, name)
     with atomic_open(path) as f:
-        yaml.safe_dump(merged, f, sort_keys=True)
+        yaml.safe_dump(resolved_settings(*configs), f, sort_keys=True)
     return path
 
 

@@ -67,7 +67,8 @@ def resumable_work_dir(output_file: str, args, model_name_or_path: str,
 
 def log_paths(directory: str, stem: str) -> list[str]:
     """The single-process log and the per-process shards of one stem."""
-    return [os.path.join(directory, f"{stem}.jsonl"), *sorted(glob.glob(os.path.join(directory, f"{stem}.rank*.jsonl")))]
+    shards = sorted(glob.glob(os.path.join(directory, f"{stem}.rank*.jsonl")))
+    return [os.path.join(directory, f"{stem}.jsonl"), *shards]
 
 
 def remove_shards(directory: str, stem: str) -> None:
@@ -83,7 +84,8 @@ def run_in_chunks(state, directory: str, stem: str, items: list, size: int, id_o
     order (None elsewhere). `id_of(item)` names an item, `item_of(record)` the item a record belongs
     to, and `key_of(record)` (default: item_of) tells records apart."""
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
-    run = ChunkedRun(state, directory, stem, [{id_of(x) for x in chunk} for chunk in chunks], item_of, key_of or item_of)
+    chunk_ids = [{id_of(x) for x in chunk} for chunk in chunks]
+    run = ChunkedRun(state, directory, stem, chunk_ids, item_of, key_of or item_of)
     return run.run(lambda c: process(c, chunks[c]), desc)
 
 
