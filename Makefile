@@ -66,11 +66,11 @@ lint: setup
 
 # The real-model tests run here (GFRIEND_REQUIRE_REAL_MODEL=1: a missing model fails, never skips).
 test-main: setup-real
-	GFRIEND_REQUIRE_REAL_MODEL=1 $(PY) -m pytest tests -q --durations=15
+	GFRIEND_REQUIRE_REAL_MODEL=1 $(PY) -m pytest tests -q
 
 test-vllm: setup-vllm real-model
 	GFRIEND_REQUIRE_REAL_MODEL=1 GFRIEND_REAL_MODEL=$(REAL_MODEL) VLLM_CPU_KVCACHE_SPACE=2 \
-		$(VLLM_PY) -m pytest tests/test_vllm.py -q --durations=15
+		$(VLLM_PY) -m pytest tests/test_vllm.py -q
 
 clean:
 	rm -rf outputs/demo $(DATA_DIR) outputs/sft outputs/refine outputs/gfriend outputs/eval

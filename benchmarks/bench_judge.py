@@ -3,7 +3,7 @@ test pairs in both answer orders, then P(A better) at each verdict letter. Two v
 judge and rows, in one run:
 
 - `forward pass` (the baseline): the letters' probabilities from a second forward pass over prompt
-  and judgment up to the letter, as before the sampling loop kept them;
+  and judgment up to the letter (what a sampler that keeps no logits must do);
 - `from the loop`: the letters' logits the HF sampling loop kept at every step (watch_ids).
 
     .venv/bin/python -m benchmarks.bench_judge --model_name_or_path outputs/real_smoke/seed0/sft \\

@@ -9,7 +9,7 @@ next to this processor's fp32 matrix-multiply peak measured in the same run.
 Variants, each in its own process:
 - `generate` (the baseline): transformers `model.generate`, K samples through
   `num_return_sequences` (each sample runs its prompt again, every row runs until the longest ends),
-  perplexities from a second forward pass; what the HF sampler did before generate/decoding.py;
+  perplexities from a second forward pass: the plain transformers way;
 - `hf+model`: the HF sampler (generate/decoding.py: one prefill per prompt, finished rows leave the
   batch), perplexities from a forward pass (`--score_with model`);
 - `hf+sampler`: the same samples, perplexities from the log-probs they were sampled with
@@ -46,8 +46,8 @@ VARIANTS = {"generate": ("generate", "model"), "hf+model": ("hf", "model"), "hf+
 
 
 class GenerateSampler:
-    """The baseline: transformers `generate` with `num_return_sequences` (the HF sampler before
-    generate/decoding.py), prompts sorted by length and left-padded."""
+    """The baseline: transformers `generate` with `num_return_sequences` (the plain transformers way),
+    prompts sorted by length and left-padded."""
 
     def __init__(self, model, tokenizer, batch_size: int):
         from data.tokens import stop_token_ids

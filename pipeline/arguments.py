@@ -51,6 +51,7 @@ class PipelineArguments:
     mdpo_config: str = field(default="configs/mdpo_demo.yaml")
     bt_config: str = field(default="configs/bt_demo.yaml")
     grpo_config: str = field(default="configs/grpo_demo.yaml")
+    eval_config: str = field(default="configs/eval_demo.yaml")
     sft_args: str = field(default="", metadata={"help": "Extra flags for run_sft.py."})
     refine_args: str = field(default="")
     mdpo_args: str = field(default="")
@@ -59,7 +60,7 @@ class PipelineArguments:
     rft_args: str = field(default="--loss_type sft", metadata={
         "help": "Flags that make M-DPO's trainer RFT (rejection-sampling fine-tuning: the NLL of the refined "
                 "chosen judgments alone), after mdpo_args; give the NLL weight M-DPO uses (--loss_weights W)."})
-    eval_args: str = field(default="--batch_size 128")
+    eval_args: str = field(default="", metadata={"help": "Extra flags for run_eval.py."})
     max_prompt_length: int = field(default=None, metadata={
         "help": "One prompt budget for SFT, refinement, label pairs, M-DPO and evaluation."})
     max_new_tokens: int = field(default=None, metadata={"help": "One judgment length for refinement and evaluation."})

@@ -165,7 +165,8 @@ def _grpo(r) -> list[list[str]]:
 def _eval(r) -> list[list[str]]:
     """One run_eval.py per judge, into eval/<judge key>.json."""
     eval_file = r.data(f"{r.a.eval_split}.jsonl")
-    return [command("run_eval", "--model_name_or_path", path, "--model_type", kind, "--eval_files", eval_file,
+    return [command("run_eval", "--config", r.a.eval_config, "--model_name_or_path", path, "--model_type", kind,
+                    "--eval_files", eval_file,
                     "--output_file", os.path.join(r.paths["eval"], f"{key}.json"), *r.lengths(new_tokens=True),
                     *shlex.split(r.a.eval_args)) for key, _, path, kind in r.judges()]
 
