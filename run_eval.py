@@ -39,7 +39,7 @@ from generate.parsing import majority_verdict
 from generate.backends import build_sampler
 from generate.sampling import SAMPLERS, check_sampling_lengths
 from generate.vllm_sampler import VLLMOptions, require_vllm
-from models.bt_trainer import sequence_rewards
+from models.rewards import sequence_rewards
 from models.loading import ModelArguments, load_model, model_context_length, tokenizer_of
 from utils.config import check_default_inputs, check_settings, parse_args, require, run_main
 from utils.io import DataError, write_json

@@ -35,6 +35,32 @@ def split_gguf_path(model_name_or_path: str | None, gguf_file: str | None) -> tu
 def require_gguf() -> None:
     if importlib.util.find_spec("gguf") is None:
         raise DataError(f"--gguf_file needs the gguf package: {GGUF_INSTALL_HINT}")
+    read_each_file_once()
+
+
+def read_each_file_once() -> None:
+    """Two costs of loading a GGUF file through transformers, paid once per process instead of many
+    times (SmolLM2-135M: 30 s -> 15 s on 2 cores): it parses the file's header for the config, again
+    for the tokenizer and again for the weights, and it builds the same tensor-name map once for
+    every one of the model's ~400 modules. Both are read-only, so the first result serves."""
+    import functools
+
+    import gguf
+
+    if getattr(gguf.GGUFReader, "reads_each_file_once", False):
+        return
+    parse = gguf.GGUFReader
+    parsed = {}
+
+    def reader(path, mode="r"):
+        key = (os.path.abspath(path), os.path.getmtime(path), mode)
+        if key not in parsed:
+            parsed[key] = parse(path, mode)
+        return parsed[key]
+
+    reader.reads_each_file_once = True
+    gguf.GGUFReader = reader
+    gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(gguf.get_tensor_name_map)
 
 
 def gguf_load_kwargs(gguf_file: str | None, config=None, model_kwargs: dict | None = None) -> dict:

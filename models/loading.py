@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from models.gguf import drop_quantization_record, gguf_load_kwargs, split_gguf_path
+from models.gguf import drop_quantization_record, gguf_load_kwargs, require_gguf, split_gguf_path
 from utils.hardware import BF16_IF_NATIVE, native_bf16
 from utils.io import DataError
 from utils.logging import get_logger
@@ -66,6 +66,8 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, gguf_file
     is never told apart from text by its id: pad = EOS = end of turn in many chat models
     (SmolLM2, Qwen2.5 base), so every stage masks padding by position."""
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    if gguf_file:
+        require_gguf()
     tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -102,6 +104,8 @@ def load_config(name_or_path: str, trust_remote_code: bool = False, gguf_file: s
     from transformers import AutoConfig
 
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    if gguf_file:
+        require_gguf()
     return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
 
 

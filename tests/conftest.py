@@ -40,7 +40,8 @@ def sft_dir(tmp_path_factory, tiny_model_dir, synthetic_dir):
     run_sft.main([
         "--config", os.path.join(ROOT, "configs", "sft_demo.yaml"),
         "--model_name_or_path", tiny_model_dir, "--train_file", os.path.join(synthetic_dir, "sft.jsonl"),
-        "--output_dir", out, "--max_steps", "300", "--logging_steps", "25", "--disable_tqdm", "true",
+        "--output_dir", out, "--max_steps", "300", "--logging_steps", "25",
+        "--disable_tqdm", "true",
     ])
     return out
 

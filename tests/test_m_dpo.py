@@ -171,9 +171,19 @@ def test_run_m_dpo_cli_trains_and_saves_a_loadable_judge(tiny_model_dir, tmp_pat
                       "--model_name_or_path", tiny_model_dir, "--pairs_file", str(pairs_file),
                       "--output_dir", str(out), "--max_steps", "2", "--per_device_train_batch_size", "4")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "reusing" not in proc.stderr
     reloaded = AutoModelForCausalLM.from_pretrained(str(out))
     original = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     assert not torch.equal(reloaded.lm_head.weight, original.lm_head.weight)
+
+    # the reference log-probs are kept: a rerun on the same pairs reuses them, changed pairs do not
+    again = run_cli("run_m_dpo.py", *proc.args[1:])
+    assert again.returncode == 0 and "reusing the reference log-probs of 8 pairs" in again.stderr
+    pairs_file.write_text("".join(json.dumps(p) + "\n" for p in make_pairs(8)[:6]))
+    changed = run_cli("run_m_dpo.py", *proc.args[1:])
+    assert "reusing" not in changed.stderr and "stale" in changed.stderr
+    with open(out / "reference_logps.json") as f:
+        assert len(json.load(f)["logps"]) == 6
 
 
 def test_malformed_pairs_file_names_the_line(tiny_model_dir, tmp_path):

@@ -44,7 +44,7 @@ def small_recipe(tmp_path, name: str, demo: str, **overrides) -> str:
     return str(path)
 
 
-def test_the_three_scripts_chain_with_no_arguments(tmp_path, monkeypatch, tiny_model_dir, synthetic_dir):
+def test_the_three_scripts_chain_with_no_arguments(tmp_path, monkeypatch, sft_dir, synthetic_dir):
     recipes = tmp_path / "recipes"
     recipes.mkdir()
     work = tmp_path / "work"  # the constants' relative paths land here, as they would in a checkout
@@ -52,10 +52,10 @@ def test_the_three_scripts_chain_with_no_arguments(tmp_path, monkeypatch, tiny_m
     for name in ("sft", "prefs", "test"):
         os.symlink(os.path.join(synthetic_dir, f"{name}.jsonl"), work / "outputs" / "data" / f"{name}.jsonl")
     monkeypatch.chdir(work)
-    monkeypatch.setattr(run_sft, "MODEL", tiny_model_dir)  # the tiny model stands in for `make real-model`'s
+    monkeypatch.setattr(run_sft, "MODEL", sft_dir)  # a tiny judge stands in for `make real-model`'s model
     monkeypatch.setattr(run_sft, "CONFIG", small_recipe(
-        recipes, "sft", "sft_demo.yaml", max_steps=120, per_device_train_batch_size=8, warmup_steps=5,
-        logging_steps=40, disable_tqdm=True))
+        recipes, "sft", "sft_demo.yaml", max_steps=10, per_device_train_batch_size=8, learning_rate=1e-4,
+        warmup_steps=0, logging_steps=5, disable_tqdm=True))
     monkeypatch.setattr(run_preference_refinement, "CONFIG", small_recipe(
         recipes, "refine", "refine_demo.yaml", max_items=6, num_samples=2, templates="compare", max_new_tokens=48,
         items_per_chunk=3))
@@ -69,8 +69,8 @@ def test_the_three_scripts_chain_with_no_arguments(tmp_path, monkeypatch, tiny_m
         script.main([])
 
     saved = yaml.safe_load((work / "outputs" / "sft" / "run_config.yaml").read_text())
-    assert (saved["model_name_or_path"], saved["train_file"]) == (tiny_model_dir, "outputs/data/sft.jsonl")
-    assert saved["max_steps"] == 120  # from the recipe the constants name
+    assert (saved["model_name_or_path"], saved["train_file"]) == (sft_dir, "outputs/data/sft.jsonl")
+    assert saved["max_steps"] == 10  # from the recipe the constants name
     samples = read_jsonl(work / "outputs" / "refine" / "samples.jsonl")
     assert len(samples) == 6 * 2 * 2 and (work / "outputs" / "refine" / "stats.json").exists()
     saved = yaml.safe_load((work / "outputs" / "gfriend" / "run_config.yaml").read_text())

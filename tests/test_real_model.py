@@ -196,7 +196,7 @@ def test_bt_reads_its_reward_at_the_last_real_token(real_sft, synthetic_dir, tok
 
     from data.collate import pad
     from data.templates import scalar_rm_text
-    from models.bt_trainer import reward_head, sequence_rewards
+    from models.rewards import reward_head, sequence_rewards
 
     out = str(tmp_path / "bt")
     run_bt_baseline.main(["--config", os.path.join(RECIPE, "bt.yaml"), "--model_name_or_path", real_sft,

@@ -100,7 +100,7 @@ def _mdpo(model_dir, pairs_file, out, *extra, in_process=False):
     return proc
 
 
-def test_reference_pass_and_an_m_dpo_step_at_real_shape_then_reuse(wide_model_dir, tmp_path):
+def test_reference_pass_and_an_m_dpo_step_at_real_shape(wide_model_dir, tmp_path):
     tok = AutoTokenizer.from_pretrained(wide_model_dir)
     pairs = long_pairs(tok, 4)
     pairs_file = write_pairs(tmp_path / "pairs.jsonl", pairs)
@@ -124,13 +124,6 @@ def test_reference_pass_and_an_m_dpo_step_at_real_shape_then_reuse(wide_model_di
                                               torch.tensor([f_["labels"]]))[0].item()
         assert chosen_logp == pytest.approx(expected, abs=1e-3)
 
-    again = _mdpo(wide_model_dir, pairs_file, out)
-    assert "reusing the reference log-probs of 4 pairs" in again.stderr
-    write_pairs(pairs_file, pairs[:3])  # the input changed
-    changed = _mdpo(wide_model_dir, pairs_file, out)
-    assert "reusing" not in changed.stderr and "stale" in changed.stderr
-    with open(out / "reference_logps.json") as f:
-        assert len(json.load(f)["logps"]) == 3
 
 
 def test_a_separate_reference_is_gone_before_training(wide_model_dir, tmp_path, monkeypatch):
@@ -167,7 +160,8 @@ def test_token_budgets_smaller_than_one_sequence_stop_before_loading(wide_model_
     row = {"id": 1, "question": text_of(tok, 900, 0), "answer_pos": "a", "answer_neg": "b"}
     prefs.write_text(json.dumps(row) + "\n")
     proc = run_cli("run_preference_refinement.py", "--model_name_or_path", wide_model_dir, "--pref_file", str(prefs),
-                      "--output_dir", str(out), "--scoring_max_tokens", "1000", "--max_new_tokens", "256")
+                      "--output_dir", str(out), "--scoring_max_tokens", "1000", "--max_new_tokens", "256",
+                      "--max_prompt_length", "2048")
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: --scoring_max_tokens 1000 is smaller than the longest judgment to score ("), last

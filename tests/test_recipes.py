@@ -6,50 +6,20 @@ import os
 import pytest
 
 from tests.conftest import ROOT
-from utils.config import parse_args
 
 RECIPES = sorted(glob.glob(os.path.join(ROOT, "configs", "recipes", "*")))
+SCRIPTS = {"sft": "run_sft", "refine": "run_preference_refinement", "mdpo": "run_m_dpo", "grpo": "run_grpo_judge",
+           "bt": "run_bt_baseline", "eval": "run_eval"}
 
 
-def _parse(script: str, path: str, tmp_path):
-    from models.loading import ModelArguments
+def _parse(stage: str, path: str, tmp_path) -> dict:
+    """A recipe's settings as its script reads them (the script's own `parse`, its constants under the recipe)."""
+    import importlib
 
-    if script == "sft":
-        from run_sft import SFTConfig, SFTDataArguments
+    from utils.config import resolved_settings
 
-        types = (ModelArguments, SFTDataArguments, SFTConfig)
-    elif script == "refine":
-        from generate.refinement import RefinementArguments
-
-        types = (ModelArguments, RefinementArguments)
-    elif script == "mdpo":
-        from run_m_dpo import MDPOScriptArguments
-        from models.m_dpo_trainer import MDPOConfig
-
-        types = (ModelArguments, MDPOScriptArguments, MDPOConfig)
-    elif script == "grpo":
-        from run_grpo_judge import GRPOJudgeArguments
-        from trl import GRPOConfig
-
-        return _merged(parse_args((ModelArguments, GRPOJudgeArguments, GRPOConfig),
-                                  ["--config", path, "--output_dir", str(tmp_path)], shared=True))
-    elif script == "bt":
-        from run_bt_baseline import BTConfig, BTDataArguments
-
-        types = (ModelArguments, BTDataArguments, BTConfig)
-    else:
-        from run_eval import EvalArguments
-
-        types = (ModelArguments, EvalArguments)
-    extra = ["--output_dir", str(tmp_path)] if script in ("sft", "mdpo", "bt") else []
-    return _merged(parse_args(types, ["--config", path, *extra]))
-
-
-def _merged(parsed) -> dict:
-    merged = {}
-    for p in parsed:
-        merged.update(vars(p))
-    return merged
+    extra = ["--output_dir", str(tmp_path)] if stage in ("sft", "mdpo", "bt", "grpo") else []
+    return resolved_settings(*importlib.import_module(SCRIPTS[stage]).parse(["--config", path, *extra]))
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=os.path.basename)

@@ -192,7 +192,8 @@ def test_full_fine_tuning_keeps_fp32_master_weights_and_saves_as_stored(tiny_mod
     out = tmp_path / "sft"
     run_sft.main(["--model_name_or_path", ckpt, "--train_file", os.path.join(synthetic_dir, "sft.jsonl"),
                   "--output_dir", str(out), "--max_steps", "1", "--per_device_train_batch_size", "2",
-                  "--max_length", "128", "--report_to", "none", "--disable_tqdm", "true"])
+                  "--max_length", "128", "--max_prompt_length", "100", "--dtype", "auto", "--report_to", "none",
+                  "--disable_tqdm", "true"])
     saved = AutoModelForCausalLM.from_pretrained(str(out), dtype="auto")
     assert saved.dtype == torch.bfloat16
 

@@ -16,6 +16,19 @@ from tests.conftest import ROOT, assert_pairs_within_prompts, read_refinement, r
 ENGINE = ["--gpu_memory_utilization", "0.5", "--max_model_len", "512", "--enforce_eager", "true"]  # dtype: HF's
 
 
+@pytest.fixture(scope="module")
+def sft_dir(tmp_path_factory, tiny_model_dir, synthetic_dir):
+    """A tiny judge that ends most judgments, trained shorter than the main suite's (which needs
+    faithful reasoning): these tests compare vLLM with the HF path, not the judge's quality."""
+    import run_sft
+
+    out = str(tmp_path_factory.mktemp("sft"))
+    run_sft.main(["--config", os.path.join(ROOT, "configs", "sft_demo.yaml"), "--model_name_or_path", tiny_model_dir,
+                  "--train_file", os.path.join(synthetic_dir, "sft.jsonl"), "--output_dir", out, "--max_steps", "100",
+                  "--logging_steps", "50", "--disable_tqdm", "true"])
+    return out
+
+
 @pytest.fixture(scope="module", autouse=True)
 def one_engine_per_checkpoint():
     from generate.vllm_sampler import shared_engines
@@ -108,13 +121,33 @@ def test_evaluation_with_vllm_matches_the_hf_sampler(sft_dir, synthetic_dir, tmp
     hf, vl = str(tmp_path / "hf.json"), str(tmp_path / "vllm.json")
     proc = run_cli("run_eval.py", *common, "--output_file", hf)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    # a small decoding batch (--max_num_seqs) changes the schedule, not the greedy judgments
-    proc = run_cli("run_eval.py", *common, "--output_file", vl, "--sampler", "vllm", *ENGINE, "--max_num_seqs", "16")
+    proc = run_cli("run_eval.py", *common, "--output_file", vl, "--sampler", "vllm", *ENGINE)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(hf) as f1, open(vl) as f2:
         a, b = json.load(f1)["results"]["test.jsonl"], json.load(f2)["results"]["test.jsonl"]
     # greedy decoding with the same fp32 weights: the same judgments but for float-level near-ties
     assert abs(a["accuracy"] - b["accuracy"]) <= 0.05, (a["accuracy"], b["accuracy"])
+
+
+def test_the_engine_settings_reach_the_engine(monkeypatch, tiny_model_dir):
+    """Every VLLMOptions field reaches vLLM's LLM (recorded by a stand-in: no engine starts), and
+    samplers with other settings get an engine of their own."""
+    import vllm
+
+    from generate import vllm_sampler
+    from models.loading import load_tokenizer
+
+    started = []
+    monkeypatch.setattr(vllm, "LLM", lambda **kwargs: started.append(kwargs) or object())
+    monkeypatch.setattr(vllm_sampler, "_shared", {})  # a block of its own, apart from the module's engines
+    tok = load_tokenizer(tiny_model_dir)
+    vllm_sampler.VLLMSampler(tiny_model_dir, tok, options(max_num_seqs=16, vllm_dtype="float32"))
+    vllm_sampler.VLLMSampler(tiny_model_dir, tok, options(max_num_seqs=16, vllm_dtype="float32"))  # shared
+    vllm_sampler.VLLMSampler(tiny_model_dir, tok, options(vllm_dtype="float32"))
+    first, second = started
+    assert first["max_num_seqs"] == 16 and "max_num_seqs" not in second
+    assert first["max_model_len"] == 512 and first["enforce_eager"] is True and first["dtype"] == "float32"
+    assert first["gpu_memory_utilization"] == 0.5
 
 
 def test_a_max_model_len_that_does_not_fit_is_vllms_reason_in_one_line(sft_dir, synthetic_dir, tmp_path):
