@@ -58,7 +58,8 @@ class EvalArguments:
     template: str = field(default="compare", metadata={"help": "Judge template id (generative)."})
     num_samples: int = field(default=1, metadata={"help": "1 = greedy; more = sampled with a majority vote."})
     temperature: float = field(default=0.7, metadata={"help": "Used when num_samples > 1."})
-    batch_size: int = field(default=64)
+    batch_size: int = field(default=128, metadata={
+        "help": "Rows decoded together (generative); texts per forward (scalar)."})
     max_new_tokens: int = field(default=512, metadata={"help": "The same as refinement's, so a judgment the judge "
                                                                 "was trained to write is not cut here."})
     max_prompt_length: int = field(default=None, metadata={

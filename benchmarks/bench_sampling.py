@@ -10,13 +10,18 @@ Variants, each in its own process:
 - `generate` (the baseline): transformers `model.generate`, K samples through
   `num_return_sequences` (each sample runs its prompt again, every row runs until the longest ends),
   perplexities from a second forward pass: the plain transformers way;
-- `hf+model`: the HF sampler (generate/decoding.py: one prefill per prompt, finished rows leave the
-  batch), perplexities from a forward pass (`--score_with model`);
-- `hf+sampler`: the same samples, perplexities from the log-probs they were sampled with
-  (`--score_with sampler`: no second pass);
+- `hf-batches+sampler`: the HF sampler batch by batch (generate/decoding.py: one prefill per
+  prompt, finished rows leave the batch and nothing takes their place), perplexities from the
+  log-probs the judgments were sampled with;
+- `hf+sampler`: the HF sampler by continuous batching (generate/continuous.py: a freed row takes
+  the next waiting request, a preallocated KV cache), scored the same way; `hf+model` the same
+  samples with perplexities from a second forward pass (`--score_with model`);
 - `vllm+model`, `vllm+sampler`: vLLM samples (only where vLLM is installed); the table gives the
   time with and without loading (the engine's start-up is a fixed cost on CPU: ~90 s with its
   compiled graphs, ~30 s eager).
+
+Occupancy is the mean share of the batch's rows (`--batch_size`, samples included) busy at a decode
+step, for the HF variants.
 
 `--vllm_settings` runs the vLLM variants once per setting of a grid 'NAME=v1,v2; NAME=v1,v2':
 upper-case names are the engine's environment (VLLM_CPU_OMP_THREADS_BIND, VLLM_CPU_KVCACHE_SPACE
@@ -41,8 +46,9 @@ import typing
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-VARIANTS = {"generate": ("generate", "model"), "hf+model": ("hf", "model"), "hf+sampler": ("hf", "sampler"),
-            "vllm+model": ("vllm", "model"), "vllm+sampler": ("vllm", "sampler")}
+VARIANTS = {"generate": ("generate", "model"), "hf-batches+sampler": ("hf-batches", "sampler"),
+            "hf+sampler": ("hf", "sampler"), "hf+model": ("hf", "model"), "vllm+model": ("vllm", "model"),
+            "vllm+sampler": ("vllm", "sampler")}
 
 
 class GenerateSampler:
@@ -54,6 +60,17 @@ class GenerateSampler:
 
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.stop_ids = stop_token_ids(tokenizer)
+
+    def sample(self, requests, max_new_tokens):
+        """Requests of one temperature and sample count at a time, seeded by the first of them."""
+        out = [None] * len(requests)
+        for temperature, k in sorted({(r.temperature, r.num_samples) for r in requests}):
+            idx = [i for i, r in enumerate(requests) if (r.temperature, r.num_samples) == (temperature, k)]
+            prompts = [requests[i].prompt for i in idx]
+            done = self.generate(prompts, k, temperature, max_new_tokens, requests[idx[0]].seed)
+            for i, d in zip(idx, done):
+                out[i] = d
+        return out
 
     def generate(self, prompts, num_samples, temperature, max_new_tokens, seed):
         import torch
@@ -93,17 +110,21 @@ def run_variant(variant: str, a) -> dict:
     from generate.backends import build_sampler
     from models.loading import ModelArguments, load_model, tokenizer_of
     from generate.refinement import RefinementArguments, prompt_groups, sample_chunk
+    from generate.sampling import HFSampler
 
     sampler_name, score_with = VARIANTS[variant]
     t0 = time.perf_counter()
     model_args = ModelArguments(model_name_or_path=a.model_name_or_path, dtype=a.dtype)
     tok = tokenizer_of(model_args)
     args = RefinementArguments(num_samples=a.num_samples, temperatures="0.7,1.0", templates="all",
-                               max_new_tokens=a.max_new_tokens, generation_batch_size=256, scoring_batch_size=128,
-                               sampler="hf" if sampler_name == "generate" else sampler_name, score_with=score_with)
+                               max_new_tokens=a.max_new_tokens, generation_batch_size=a.batch_size,
+                               scoring_batch_size=128, sampler="vllm" if sampler_name == "vllm" else "hf",
+                               score_with=score_with)
     model = load_model(model_args, tok).eval() if score_with == "model" or sampler_name != "vllm" else None
     if sampler_name == "generate":
         sampler = GenerateSampler(model, tok, args.generation_batch_size)
+    elif sampler_name == "hf-batches":
+        sampler = HFSampler(model, tok, args.generation_batch_size, continuous=False)
     else:
         options = vllm_options(json.loads(a.vllm_options))  # dtype: as HF's
         sampler = build_sampler(sampler_name, model_args, tok, model, options, args.generation_batch_size,
@@ -112,8 +133,9 @@ def run_variant(variant: str, a) -> dict:
     items = load_prefs(a.pref_file)[: a.items]
     groups = [g for item_groups in prompt_groups(items, tok, args, template_ids("all")) for g in item_groups]
     records = []
-    for start in range(0, len(groups), 96):  # chunks of 16 items x 6 prompts, as the demo's refinement
-        records += sample_chunk(start, groups[start : start + 96], sampler, model, tok, args, [0.7, 1.0])
+    per_chunk = 6 * a.items_per_chunk  # 3 templates x 2 orders per item
+    for start in range(0, len(groups), per_chunk):
+        records += sample_chunk(start, groups[start : start + per_chunk], sampler, model, tok, args, [0.7, 1.0])
     done = time.perf_counter()
     generated = sum(len(tok(r["response"], add_special_tokens=False)["input_ids"]) + r["finished"] for r in records)
     prompt_tokens = 2 * sum(len(encode_prompt(tok, g["prompt"])) for _, g in groups)  # once per temperature
@@ -123,6 +145,8 @@ def run_variant(variant: str, a) -> dict:
             "flop": None if model is None else
             2 * sum(p.numel() for p in model.parameters()) * (generated + prompt_tokens),
             "work_s": done - loaded, "threads": torch.get_num_threads(),
+            "occupancy": (sum(sampler.occupancy) / len(sampler.occupancy) / a.batch_size
+                          if getattr(sampler, "occupancy", None) else None),
             "mean_ppl": sum(r["ppl"] for r in records) / len(records)}
 
 
@@ -161,6 +185,8 @@ def main(argv=None) -> None:
     p.add_argument("--items", type=int, default=64)
     p.add_argument("--num_samples", type=int, default=8)
     p.add_argument("--max_new_tokens", type=int, default=64)
+    p.add_argument("--batch_size", type=int, default=64, help="rows decoded together, samples included")
+    p.add_argument("--items_per_chunk", type=int, default=16, help="refinement's chunk: one sampler call")
     p.add_argument("--dtype", default="fp32", help="the precision of both backends")
     p.add_argument("--variants", help="comma-separated subset of " + ", ".join(VARIANTS) + " (default: all)")
     p.add_argument("--vllm_settings", help="vLLM variants once per setting of 'NAME=v1,v2; NAME=v1,v2' (see above)")
@@ -193,6 +219,7 @@ def main(argv=None) -> None:
                                "--model_name_or_path", a.model_name_or_path, "--pref_file", a.pref_file,
                                "--items", str(a.items), "--num_samples", str(a.num_samples),
                                "--max_new_tokens", str(a.max_new_tokens), "--dtype", a.dtype,
+                               "--batch_size", str(a.batch_size), "--items_per_chunk", str(a.items_per_chunk),
                                "--vllm_options", json.dumps(options)], capture_output=True, text=True, cwd=root,
                               env=env)
         line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
@@ -203,19 +230,20 @@ def main(argv=None) -> None:
     base = results[0]
     flop = next((r["flop"] for r in results if r["flop"]), None)  # the vLLM-only variants load no HF model
     print(f"\nrefinement sampling + scoring, {a.items} items x 3 templates x 2 orders x K={a.num_samples} "
-          f"(temperatures 0.7, 1.0), max_new_tokens={a.max_new_tokens}, {a.dtype}, torch threads={base['threads']}, "
-          f"model {a.model_name_or_path}")
+          f"(temperatures 0.7, 1.0), max_new_tokens={a.max_new_tokens}, batch {a.batch_size} rows, chunks of "
+          f"{a.items_per_chunk} items, {a.dtype}, torch threads={base['threads']}, model {a.model_name_or_path}")
     name, flags = cpu_flags()
     print(f"{name}; bf16 instructions: {', '.join(flags) or 'none'}; {a.dtype} matmul peak {peak:,.1f} GFLOP/s "
           "(benchmarks.bench_hardware, this run)")
-    print("| variant | vLLM settings | samples | samples/s | tokens/s | GFLOP/s (% of peak) | seconds | + loading "
-          "| end to end vs the first | mean ppl |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| variant | vLLM settings | samples | samples/s | tokens/s | GFLOP/s (% of peak) | occupancy | seconds "
+          "| + loading | end to end vs the first | mean ppl |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         total = r["work_s"] + r["load_s"]
         rate = f"{flop / r['work_s'] / 1e9:,.1f} ({100 * flop / r['work_s'] / 1e9 / peak:.0f}%)" if flop else "-"
+        busy = "-" if r.get("occupancy") is None else f"{100 * r['occupancy']:.0f}%"
         print(f"| {r['variant']} | {r['settings'] or '-'} | {r['samples']} | {r['samples'] / r['work_s']:.1f} | "
-              f"{r['tokens'] / r['work_s']:,.0f} | {rate} | {r['work_s']:.1f} | {total:.1f} | "
+              f"{r['tokens'] / r['work_s']:,.0f} | {rate} | {busy} | {r['work_s']:.1f} | {total:.1f} | "
               f"{(base['work_s'] + base['load_s']) / total:.2f}x "
               f"({base['work_s'] / r['work_s']:.2f}x without loading) | "
               f"{r['mean_ppl']:.4f} |")

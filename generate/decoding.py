@@ -63,10 +63,12 @@ def draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor
 @torch.no_grad()
 def sample_batch(model, prompts: list[list[int]], num_samples: int, temperature: float, max_new_tokens: int,
                  stop_ids: list[int], pad_id: int, generator: torch.Generator | None = None,
-                 top_p: float = 1.0, watch_ids: list[int] | None = None) -> list[Sampled]:
+                 top_p: float = 1.0, watch_ids: list[int] | None = None,
+                 occupancy: list | None = None) -> list[Sampled]:
     """`num_samples` continuations of every prompt (token ids), prompt-major: the samples of
     prompts[i] are rows i*K .. i*K+K-1. Greedy when temperature == 0. With `watch_ids`, each row
-    also keeps, step by step, the logits those ids had where its token was sampled."""
+    also keeps, step by step, the logits those ids had where its token was sampled. `occupancy`,
+    if given, collects the number of rows at every step."""
     device = next(model.parameters()).device
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
@@ -92,6 +94,8 @@ def sample_batch(model, prompts: list[list[int]], num_samples: int, temperature:
     watch = None if watch_ids is None else torch.tensor(watch_ids, device=device)
     finished = [False] * n
     for step in range(max_new_tokens):
+        if occupancy is not None:
+            occupancy.append(len(alive))
         if temperature > 0:
             probs = top_p_filter(torch.softmax(logits / temperature, dim=-1), top_p)
             token = draw(probs, generator)

@@ -19,6 +19,7 @@ from generate.calibration import confidences, verdict_token_logp
 from generate.levels import assign_level, build_pairs, oracle_level, refinement_stats, resolve_threshold
 from generate.parsing import parse_verdict
 from generate.perplexity import ppl_score, response_perplexities
+from generate.sampling import SampleRequest
 from utils.fingerprint import changed_keys
 from utils.io import DataError, read_jsonl
 from utils.seed import derive_seed
@@ -54,7 +55,8 @@ class RefinementArguments:
     max_pairs_per_item: int = field(default=16)
     max_items: int = field(default=None, metadata={"help": "Use only the first N items of pref_file."})
     items_per_chunk: int = field(default=16, metadata={"help": "Unit of seeding, batching and resuming."})
-    generation_batch_size: int = field(default=64, metadata={"help": "Sequences per generate call."})
+    generation_batch_size: int = field(default=128, metadata={
+        "help": "Rows decoded together, samples included; a finished row takes the next waiting judgment."})
     scoring_batch_size: int = field(default=64, metadata={"help": "Sequences per scoring forward, at most."})
     scoring_max_tokens: int = field(default=None, metadata={
         "help": "Padded tokens per scoring forward, at most (bounds memory when lengths vary); none = no budget."})
@@ -94,23 +96,24 @@ def sample_chunk(chunk_index: int, groups: list[tuple[dict, dict]], sampler, mod
                  args: RefinementArguments, temperatures: list[float]) -> list[dict]:
     """Sample, parse and score every judgment of one chunk's prompt groups; levels come later
     (they may depend on the scores of all chunks)."""
-    prompts = [g["prompt"] for _, g in groups]
-    records, completions = [], []
+    requests, asked = [], []  # every temperature's requests in one call: the sampler keeps its batch full
     for t_index, (temp, k) in enumerate(zip(temperatures, samples_per_temperature(args.num_samples, temperatures))):
         if k == 0:
             continue
-        seed = derive_seed(args.seed, chunk_index, t_index)
-        outs = sampler.generate(prompts, k, temp, args.max_new_tokens, seed=seed)
-        for (item, g), samples in zip(groups, outs):
-            for j, completion in enumerate(samples):
-                completions.append(completion)
-                verdict = parse_verdict(completion.text)
-                records.append({
-                    "item_id": str(item["id"]), "category": item.get("category"), "prompt_id": g["prompt_id"],
-                    "template": g["template"], "pos_slot": g["pos_slot"], "temperature": temp, "sample": j,
-                    "prompt": g["prompt"], "prompt_shortened": g["shortened"], "response": completion.text,
-                    "finished": completion.finished, "verdict": verdict, "correct": verdict == g["pos_slot"],
-                })
+        for n, (item, g) in enumerate(groups):
+            requests.append(SampleRequest(g["prompt"], k, temp, derive_seed(args.seed, chunk_index, t_index, n)))
+            asked.append((item, g, temp))
+    records, completions = [], []
+    for (item, g, temp), samples in zip(asked, sampler.sample(requests, args.max_new_tokens)):
+        for j, completion in enumerate(samples):
+            completions.append(completion)
+            verdict = parse_verdict(completion.text)
+            records.append({
+                "item_id": str(item["id"]), "category": item.get("category"), "prompt_id": g["prompt_id"],
+                "template": g["template"], "pos_slot": g["pos_slot"], "temperature": temp, "sample": j,
+                "prompt": g["prompt"], "prompt_shortened": g["shortened"], "response": completion.text,
+                "finished": completion.finished, "verdict": verdict, "correct": verdict == g["pos_slot"],
+            })
     if args.score_with == "sampler":  # the log-probs the engine sampled with; re-tokenized texts scored again
         sums, counts, retokenized = sampler.sequence_logps([r["prompt"] for r in records], completions)
         ppls = [math.exp(-lp / max(1, n)) for lp, n in zip(sums, counts)]

@@ -1,9 +1,12 @@
 """Sampling judgments in batches.
 
-`Sampler` is the small interface the rest of the pipeline talks to; `HFSampler` implements it with
-the loaded model (generate/decoding.py: one prefill per prompt for its K samples, finished rows
-leave the batch, the sampled log-probs come with each completion). A vLLM or other backend only has
-to implement `generate` with the same contract. Prompts are encoded and generation stops exactly as
+`Sampler` is the small interface the rest of the pipeline talks to: `sample` takes requests
+(a prompt, how many judgments, a temperature, a seed) and `generate` the same for a list of
+prompts. `HFSampler` implements it with the loaded model: by continuous batching
+(generate/continuous.py: the batch stays full while requests wait, one prefill per prompt for its K
+samples, each row's random numbers from its own seed) or, for attention kinds that take no ready
+mask, batch by batch (generate/decoding.py). The sampled log-probs come with each completion.
+`VLLMSampler` implements the same contract. Prompts are encoded and generation stops exactly as
 `data.tokens` says, so what is sampled is what scoring and training see.
 """
 from __future__ import annotations
@@ -14,9 +17,11 @@ from typing import NamedTuple, Protocol
 import torch
 
 from data.tokens import encode_prompt, encode_response, stop_token_ids
+from generate.continuous import Request, sample_continuous, supported
 from generate.decoding import sample_batch
 from generate.perplexity import response_perplexities
 from utils.io import DataError
+from utils.seed import derive_seed
 
 
 SAMPLERS = ("hf", "vllm")
@@ -30,48 +35,88 @@ class Completion(NamedTuple):
     watched: dict | None = None  # {token id: its raw logit at each step}, for the HF sampler's watch_ids
 
 
+class SampleRequest(NamedTuple):
+    prompt: str
+    num_samples: int
+    temperature: float  # 0: greedy (one judgment, copied num_samples times)
+    seed: int
+
+
+def requests_for(prompts: list[str], num_samples: int, temperature: float, seed: int) -> list[SampleRequest]:
+    """One request per prompt, each with a seed of its own derived from `seed` and its position."""
+    return [SampleRequest(p, num_samples, temperature, derive_seed(seed, i)) for i, p in enumerate(prompts)]
+
+
 class Sampler(Protocol):
+    def sample(self, requests: list[SampleRequest], max_new_tokens: int) -> list[list[Completion]]:
+        """For every request, `num_samples` completions. The same requests give the same
+        completions."""
+
     def generate(self, prompts: list[str], num_samples: int, temperature: float, max_new_tokens: int,
                  seed: int) -> list[list[Completion]]:
-        """For every prompt, `num_samples` completions (greedy when temperature == 0). The same
-        arguments and seed give the same completions."""
+        """`sample` of one request per prompt (`requests_for`)."""
 
 
 class HFSampler:
-    """Samples with the loaded model through `generate.decoding.sample_batch`: prompts sorted by
-    length so each call wastes little padding, at most `batch_size` sequences (samples included)
-    per call, one prefill per prompt, finished rows dropped. Completions carry the sampled ids and
-    their log-probs, so `sequence_logps` scores them without a second pass."""
+    """Samples with the loaded model, at most `batch_size` sequences (samples included) at a time,
+    and keeps each completion's sampled ids and log-probs, so `sequence_logps` scores them without
+    a second pass. `continuous=False` takes the batch-by-batch loop (prompts sorted by length,
+    finished rows dropped, one random stream per batch), the path before continuous batching."""
 
-    def __init__(self, model, tokenizer, batch_size: int = 64, top_p: float = 1.0):
+    def __init__(self, model, tokenizer, batch_size: int = 64, top_p: float = 1.0, continuous: bool = True):
         self.model, self.tokenizer = model, tokenizer
         self.batch_size = batch_size  # sequences per call, samples included
         self.top_p = top_p
+        self.continuous = continuous
         self.stop_ids = stop_token_ids(tokenizer)
         self.watch_ids: list[int] | None = None  # ids whose logits every step keeps (the judge's letters)
+        self.occupancy: list[int] = []  # busy rows at each decode step (benchmarks.bench_sampling reads it)
 
     def generate(self, prompts, num_samples, temperature, max_new_tokens, seed):
-        if temperature <= 0 and num_samples > 1:  # greedy decoding gives one judgment per prompt: its copies
-            return [o * num_samples for o in self.generate(prompts, 1, temperature, max_new_tokens, seed)]
+        return self.sample(requests_for(prompts, num_samples, temperature, seed), max_new_tokens)
+
+    def sample(self, requests: list[SampleRequest], max_new_tokens: int) -> list[list[Completion]]:
+        if not requests:
+            return []
         tok, model = self.tokenizer, self.model
         was_training = model.training
         model.eval()
-        device = next(model.parameters()).device
-        generator = torch.Generator(device=device).manual_seed(seed)
-        encoded = [encode_prompt(tok, p) for p in prompts]
-        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
-        per_call = max(1, self.batch_size // num_samples)
-        out: list[list[Completion]] = [None] * len(prompts)
-        for start in range(0, len(order), per_call):
-            idx = order[start : start + per_call]
-            rows = sample_batch(model, [encoded[i] for i in idx], num_samples, temperature, max_new_tokens,
-                                self.stop_ids, tok.pad_token_id, generator, self.top_p, self.watch_ids)
-            texts = tok.batch_decode([r.token_ids for r in rows], skip_special_tokens=True)
-            for n, i in enumerate(idx):
-                out[i] = [Completion(texts[j].strip(), rows[j].finished, tuple(rows[j].token_ids),
-                                     tuple(rows[j].logprobs), _by_id(self.watch_ids, rows[j].watched))
-                          for j in range(n * num_samples, (n + 1) * num_samples)]
+        # Greedy decoding gives one judgment per prompt: its copies.
+        rows = [1 if r.temperature <= 0 else r.num_samples for r in requests]
+        encoded = [Request(encode_prompt(tok, r.prompt), k, max(0.0, r.temperature), r.seed)
+                   for r, k in zip(requests, rows)]
+        if self.continuous and supported(model):
+            sampled = sample_continuous(model, encoded, max_new_tokens, self.stop_ids, tok.pad_token_id,
+                                        self.batch_size, self.top_p, self.watch_ids, self.occupancy)
+        else:
+            sampled = self._batch_by_batch(encoded, max_new_tokens)
+        texts = iter(tok.batch_decode([s.token_ids for row in sampled for s in row], skip_special_tokens=True))
+        out = []
+        for r, row in zip(requests, sampled):
+            done = [Completion(next(texts).strip(), s.finished, tuple(s.token_ids), tuple(s.logprobs),
+                               _by_id(self.watch_ids, s.watched)) for s in row]
+            out.append(done * r.num_samples if len(done) < r.num_samples else done)
         model.train(was_training)
+        return out
+
+    def _batch_by_batch(self, requests: list[Request], max_new_tokens: int):
+        """Requests of one temperature and sample count at a time, sorted by length, at most
+        `batch_size` rows per call; each call's random stream is seeded by its first request."""
+        device = next(self.model.parameters()).device
+        out = [None] * len(requests)
+        kinds = sorted({(r.temperature, r.num_samples) for r in requests})
+        for temperature, k in kinds:
+            order = sorted((i for i, r in enumerate(requests) if (r.temperature, r.num_samples) == (temperature, k)),
+                           key=lambda i: len(requests[i].prompt))
+            per_call = max(1, self.batch_size // k)
+            for begin in range(0, len(order), per_call):
+                idx = order[begin : begin + per_call]
+                generator = torch.Generator(device=device).manual_seed(requests[idx[0]].seed)
+                rows = sample_batch(self.model, [requests[i].prompt for i in idx], k, temperature, max_new_tokens,
+                                    self.stop_ids, self.tokenizer.pad_token_id, generator, self.top_p,
+                                    self.watch_ids, self.occupancy)
+                for n, i in enumerate(idx):
+                    out[i] = rows[n * k : (n + 1) * k]
         return out
 
     def sequence_logps(self, prompts: list[str], completions: list[Completion]) -> tuple[list[float], list[int],

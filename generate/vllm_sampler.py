@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass, field
 
 from data.tokens import encode_prompt, encode_response, stop_token_ids
-from generate.sampling import Completion, sampled_logps
+from generate.sampling import Completion, requests_for, sampled_logps
 from utils.io import DataError
 from utils.logging import get_logger
 
@@ -160,19 +160,29 @@ class VLLMSampler:
             _shared[key] = self.llm
 
     def generate(self, prompts, num_samples, temperature, max_new_tokens, seed):
+        return self.sample(requests_for(prompts, num_samples, temperature, seed), max_new_tokens)
+
+    def sample(self, requests, max_new_tokens):
+        """Every request with sampling parameters of its own (its temperature, its seed where the
+        build takes per-request seeds); the engine batches them continuously itself."""
         from vllm import SamplingParams
 
-        if temperature <= 0 and num_samples > 1:  # greedy decoding gives one judgment per prompt: its copies
-            return [o * num_samples for o in self.generate(prompts, 1, temperature, max_new_tokens, seed)]
-        sampling = temperature > 0
-        params = SamplingParams(n=num_samples, temperature=temperature if sampling else 0.0,
-                                top_p=self.top_p if sampling else 1.0, max_tokens=max_new_tokens,
-                                stop_token_ids=self.stop_ids, seed=seed if self.per_request_seeds else None,
-                                logprobs=0 if self.logprobs else None, flat_logprobs=self.logprobs,
-                                skip_special_tokens=True)
-        requests = [{"prompt_token_ids": encode_prompt(self.tokenizer, p)} for p in prompts]
-        outs = self.llm.generate(requests, params, use_tqdm=False)
-        return [[self._completion(c) for c in sorted(o.outputs, key=lambda c: c.index)] for o in outs]
+        if not requests:
+            return []
+        params = []
+        for r in requests:
+            sampling = r.temperature > 0  # greedy: one judgment, copied
+            params.append(SamplingParams(n=r.num_samples if sampling else 1,
+                                         temperature=r.temperature if sampling else 0.0,
+                                         top_p=self.top_p if sampling else 1.0, max_tokens=max_new_tokens,
+                                         stop_token_ids=self.stop_ids,
+                                         seed=r.seed if self.per_request_seeds else None,
+                                         logprobs=0 if self.logprobs else None, flat_logprobs=self.logprobs,
+                                         skip_special_tokens=True))
+        prompts = [{"prompt_token_ids": encode_prompt(self.tokenizer, r.prompt)} for r in requests]
+        outs = self.llm.generate(prompts, params, use_tqdm=False)
+        done = [[self._completion(c) for c in sorted(o.outputs, key=lambda c: c.index)] for o in outs]
+        return [d * r.num_samples if len(d) < r.num_samples else d for d, r in zip(done, requests)]
 
     def _completion(self, c) -> Completion:
         finished = c.finish_reason == "stop"

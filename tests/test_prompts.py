@@ -109,7 +109,8 @@ def test_a_scalar_reward_models_text_is_fitted_in_the_middle_and_keeps_the_answe
 
 
 class Recorder:
-    """Wraps the sampling loop and the scoring forward to record the ids each stage feeds the model."""
+    """Wraps the sampling loops (continuous and batch by batch) and the scoring forward to record the
+    ids each stage feeds the model."""
 
     def __init__(self, model, monkeypatch):
         import generate.sampling as sampling
@@ -123,6 +124,14 @@ class Recorder:
             return real_sample(model, prompts, num_samples, temperature, max_new_tokens, stop_ids, *rest)
 
         monkeypatch.setattr(sampling, "sample_batch", sample)
+        real_continuous = sampling.sample_continuous
+
+        def continuous(model, requests, max_new_tokens, stop_ids, *rest):
+            self.stop_ids = stop_ids
+            self.generated.extend(list(r.prompt) for r in requests)
+            return real_continuous(model, requests, max_new_tokens, stop_ids, *rest)
+
+        monkeypatch.setattr(sampling, "sample_continuous", continuous)
         import generate.perplexity as perplexity
 
         real_forward = perplexity.forward_logps
