@@ -3,8 +3,8 @@ label curve and sweep tables, paired differences with bootstrap intervals, and t
 says how the numbers were made.
 
 Label curve: accuracy against the number of labelled pairs, per method, over seeds, and GFRIEND's
-paired differences with a 95% bootstrap interval over test items. Sweep: every setting's accuracy
-per seed. The runs are {seed: {"sft": eval file, "per": {variant: {judge key: eval file}}}}, the
+paired differences with a 95% two-level bootstrap interval (seeds, then test items). Sweep: every
+setting's accuracy per seed. The runs are {seed: {"sft": eval file, "per": {variant: {judge key: eval file}}}}, the
 variant being n for a label curve; the SFT judge uses no labels, so it is one value per seed.
 
 From the command line, for judges of different studies on the same items, and for the why:
@@ -54,23 +54,43 @@ def accuracy(scores: dict[str, float]) -> float:
     return 100 * sum(scores.values()) / len(scores)
 
 
-def paired_difference(a: list[dict[str, float]], b: list[dict[str, float]], n_boot: int = 2000,
-                      seed: int = 0) -> tuple[float, float, float]:
-    """Mean over seeds of accuracy(a) - accuracy(b) in points, with its 95% percentile bootstrap
-    interval: each seed's test items are resampled, the same draw for both judges, so the
-    interval reflects which items were tested (the judges' shared luck cancels)."""
-    rng = np.random.default_rng(seed)
-    boot, point = np.zeros(n_boot), 0.0
+def seed_differences(a: list[dict[str, float]], b: list[dict[str, float]]) -> list[float]:
+    """accuracy(a) - accuracy(b) in points, one per seed (paired: the same items in each seed)."""
+    out = []
     for sa, sb in zip(a, b):
         if set(sa) != set(sb):
             raise DataError("paired difference: the two judges were tested on different items")
-        ids = sorted(sa)
-        d = np.array([sa[i] - sb[i] for i in ids])
-        point += d.mean()
-        boot += d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
-    k = len(a)
+        out.append(100 * sum(sa[i] - sb[i] for i in sa) / len(sa))
+    return out
+
+
+def paired_difference(a: list[dict[str, float]], b: list[dict[str, float]], n_boot: int = 2000,
+                      seed: int = 0) -> tuple[float, float, float]:
+    """Mean over seeds of accuracy(a) - accuracy(b) in points, with its 95% percentile interval from
+    a two-level bootstrap: each draw takes as many seeds as there are, with replacement, then each
+    taken seed's test items with replacement (the same items for both judges, so their shared luck
+    cancels). The interval so holds both the variance between training runs and which items were
+    tested; with one seed it is the items' alone (docs/method.md, "Intervals")."""
+    seed_differences(a, b)  # the same items in every seed
+    rng = np.random.default_rng(seed)
+    diffs = [np.array([sa[i] - sb[i] for i in sorted(sa)]) for sa, sb in zip(a, b)]
+    k = len(diffs)
+    taken = rng.integers(0, k, size=(n_boot, k))  # which seed fills each of a draw's k places
+    boot = np.zeros(n_boot)
+    for place in range(k):
+        for s, d in enumerate(diffs):  # items resampled afresh for every place, so a seed taken twice varies
+            rows = taken[:, place] == s
+            boot[rows] += d[rng.integers(0, len(d), size=(int(rows.sum()), len(d)))].mean(axis=1)
     lo, hi = np.percentile(boot / k, [2.5, 97.5])
-    return 100 * point / k, 100 * lo, 100 * hi
+    point = float(np.mean([d.mean() for d in diffs]))
+    return 100 * point, 100 * lo, 100 * hi
+
+
+def _per_seed(a: list[dict[str, float]], b: list[dict[str, float]]) -> str:
+    """' (seeds +x, +y)' where there is more than one seed, so a reader sees how runs disagree."""
+    if len(a) < 2:
+        return ""
+    return " (seeds " + ", ".join(f"{d:+.1f}" for d in seed_differences(a, b)) + ")"
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -172,8 +192,9 @@ def label_curve_table(runs: dict, counts: list[int], judges: list[tuple[str, str
                                                  for c in cells) + " |")
     names = dict(judges)
     if GFRIEND in names:
-        lines += ["", f"GFRIEND minus each method, points, mean over seeds {seeds} [95% bootstrap interval over "
-                      "test items]:", "", head.replace("| method |", "| difference |"), rule]
+        lines += ["", f"GFRIEND minus each method, points, mean over seeds {seeds} [95% interval: seeds, "
+                      "then test items, resampled] (each seed's own difference):", "",
+                  head.replace("| method |", "| difference |"), rule]
         for key, name in judges:
             if key == GFRIEND:
                 continue
@@ -183,8 +204,9 @@ def label_curve_table(runs: dict, counts: list[int], judges: list[tuple[str, str
                 if other is None:
                     cells.append("–")
                     continue
-                d, lo, hi = paired_difference(scores_of(runs, GFRIEND, n), other)
-                cells.append(f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]")
+                mine = scores_of(runs, GFRIEND, n)
+                d, lo, hi = paired_difference(mine, other)
+                cells.append(f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]{_per_seed(mine, other)}")
             lines.append(f"| GFRIEND − {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -237,19 +259,20 @@ def sweep_table(runs: dict, settings: list[str], judges: list[tuple[str, str]], 
 
 def diff_table(named: list[tuple[str, str]], seeds: list[int]) -> str:
     """Markdown: each judge's accuracy over seeds, then the first judge minus each other one with a
-    95% bootstrap interval; paths hold {seed}."""
+    95% two-level bootstrap interval and each seed's own difference; paths hold {seed}."""
     scores = [(name, [item_scores(path.replace("{seed}", str(s))) for s in seeds]) for name, path in named]
     lines = [f"Seeds {', '.join(map(str, seeds))}, {len(scores[0][1][0])} items.", "",
              "| judge | accuracy (%) mean ± std |", "|---|---|"]
     lines += [f"| {name} | {_mean_std([accuracy(s) for s in per_seed])} |" for name, per_seed in scores]
     first, a = scores[0]
-    lines += ["", "| difference | points [95% bootstrap interval over items] |", "|---|---|"]
+    lines += ["", "| difference | points [95% interval: seeds, then items, resampled] | each seed |", "|---|---|---|"]
     for name, b in scores[1:]:
         try:
             d, lo, hi = paired_difference(a, b)
         except DataError as e:
             raise DataError(f"{first} and {name}: {e}") from None
-        lines.append(f"| {first} − {name} | {d:+.1f} [{lo:+.1f}, {hi:+.1f}] |")
+        each = ", ".join(f"{x:+.1f}" for x in seed_differences(a, b))
+        lines.append(f"| {first} − {name} | {d:+.1f} [{lo:+.1f}, {hi:+.1f}] | {each} |")
     return "\n".join(lines)
 
 

@@ -165,6 +165,32 @@ def test_paired_differences_resample_items_within_each_seed():
         paired_difference(right, [{"x": 1.0}])
 
 
+def test_paired_differences_resample_seeds_too():
+    """Two seeds whose differences are 100 and 0 points: resampling items alone would say 50 [50, 50];
+    a draw may take either seed twice, so the interval spans both seeds' own differences."""
+    from pipeline.reports import seed_differences
+
+    a = [{str(i): 1.0 for i in range(50)}, {str(i): 0.0 for i in range(50)}]
+    b = [{str(i): 0.0 for i in range(50)}, {str(i): 0.0 for i in range(50)}]
+    assert seed_differences(a, b) == [100.0, 0.0]
+    assert paired_difference(a, b) == (50.0, 0.0, 100.0)
+    noisy = [{str(i): float(i % 2) for i in range(400)}] * 3  # three seeds that agree: the items' spread remains
+    d, lo, hi = paired_difference(noisy, [{str(i): 0.0 for i in range(400)}] * 3, n_boot=4000)
+    assert d == 50.0 and 45.0 < lo < 49.0 and 51.0 < hi < 55.0  # about 50 +- 1.96 * 2.5 / sqrt(3)
+    assert paired_difference(a[:1], b[:1]) == (100.0, 100.0, 100.0)
+
+
+def test_the_diff_table_shows_each_seeds_difference(tmp_path):
+    from pipeline.reports import diff_table
+
+    for judge, per_seed in {"x": ([1.0] * 4, [1.0, 1.0, 0.0, 0.0]), "y": ([0.0] * 4, [0.0] * 4)}.items():
+        for s, scores in enumerate(per_seed):
+            rows = [{"id": str(i), "correct": c} for i, c in enumerate(scores)]
+            (tmp_path / f"{judge}{s}.json").write_text(json.dumps({"items": {"t.jsonl": rows}}))
+    table = diff_table([("X", str(tmp_path / "x{seed}.json")), ("Y", str(tmp_path / "y{seed}.json"))], [0, 1])
+    assert "| X − Y | +75.0 [" in table and table.rstrip().endswith("| +100.0, +50.0 |")
+
+
 @pytest.mark.parametrize("name", ["demo.yaml", *sorted(os.path.relpath(p, os.path.join(ROOT, "configs")) for p in
                                                  glob.glob(os.path.join(ROOT, "configs", "studies", "*.yaml")))])
 def test_the_pipeline_configs_parse_and_plan(name, monkeypatch):
