@@ -63,9 +63,10 @@ class GenerateSampler:
 
     def sample(self, requests, max_new_tokens):
         """Requests of one temperature and sample count at a time, seeded by the first of them."""
+        from generate.sampling import by_setting
+
         out = [None] * len(requests)
-        for temperature, k in sorted({(r.temperature, r.num_samples) for r in requests}):
-            idx = [i for i, r in enumerate(requests) if (r.temperature, r.num_samples) == (temperature, k)]
+        for (temperature, k), idx in by_setting(requests).items():
             prompts = [requests[i].prompt for i in idx]
             done = self.generate(prompts, k, temperature, max_new_tokens, requests[idx[0]].seed)
             for i, d in zip(idx, done):

@@ -47,6 +47,25 @@ def requests_for(prompts: list[str], num_samples: int, temperature: float, seed:
     return [SampleRequest(p, num_samples, temperature, derive_seed(seed, i)) for i, p in enumerate(prompts)]
 
 
+def rows_to_sample(request: SampleRequest) -> int:
+    """Greedy decoding gives one judgment per prompt: one row, copied afterwards (`with_copies`)."""
+    return request.num_samples if request.temperature > 0 else 1
+
+
+def with_copies(done: list[list], requests: list[SampleRequest]) -> list[list]:
+    """Each request's completions, a greedy one copied up to its `num_samples`."""
+    return [d * r.num_samples if len(d) < r.num_samples else d for d, r in zip(done, requests)]
+
+
+def by_setting(requests) -> dict[tuple[float, int], list[int]]:
+    """The requests' indices grouped by (temperature, num_samples), for loops that sample one
+    setting at a time."""
+    groups: dict[tuple[float, int], list[int]] = {}
+    for i, r in enumerate(requests):
+        groups.setdefault((r.temperature, r.num_samples), []).append(i)
+    return dict(sorted(groups.items()))
+
+
 class Sampler(Protocol):
     def sample(self, requests: list[SampleRequest], max_new_tokens: int) -> list[list[Completion]]:
         """For every request, `num_samples` completions. The same requests give the same
@@ -65,7 +84,7 @@ class HFSampler:
 
     def __init__(self, model, tokenizer, batch_size: int = 64, top_p: float = 1.0, continuous: bool = True):
         self.model, self.tokenizer = model, tokenizer
-        self.batch_size = batch_size  # sequences per call, samples included
+        self.batch_size = batch_size  # rows decoded together, samples included
         self.top_p = top_p
         self.continuous = continuous
         self.stop_ids = stop_token_ids(tokenizer)
@@ -81,33 +100,26 @@ class HFSampler:
         tok, model = self.tokenizer, self.model
         was_training = model.training
         model.eval()
-        # Greedy decoding gives one judgment per prompt: its copies.
-        rows = [1 if r.temperature <= 0 else r.num_samples for r in requests]
-        encoded = [Request(encode_prompt(tok, r.prompt), k, max(0.0, r.temperature), r.seed)
-                   for r, k in zip(requests, rows)]
+        encoded = [Request(encode_prompt(tok, r.prompt), rows_to_sample(r), max(0.0, r.temperature), r.seed)
+                   for r in requests]
         if self.continuous and supported(model):
             sampled = sample_continuous(model, encoded, max_new_tokens, self.stop_ids, tok.pad_token_id,
                                         self.batch_size, self.top_p, self.watch_ids, self.occupancy)
         else:
             sampled = self._batch_by_batch(encoded, max_new_tokens)
         texts = iter(tok.batch_decode([s.token_ids for row in sampled for s in row], skip_special_tokens=True))
-        out = []
-        for r, row in zip(requests, sampled):
-            done = [Completion(next(texts).strip(), s.finished, tuple(s.token_ids), tuple(s.logprobs),
-                               _by_id(self.watch_ids, s.watched)) for s in row]
-            out.append(done * r.num_samples if len(done) < r.num_samples else done)
+        done = [[Completion(next(texts).strip(), s.finished, tuple(s.token_ids), tuple(s.logprobs),
+                            _by_id(self.watch_ids, s.watched)) for s in row] for row in sampled]
         model.train(was_training)
-        return out
+        return with_copies(done, requests)
 
     def _batch_by_batch(self, requests: list[Request], max_new_tokens: int):
         """Requests of one temperature and sample count at a time, sorted by length, at most
         `batch_size` rows per call; each call's random stream is seeded by its first request."""
         device = next(self.model.parameters()).device
         out = [None] * len(requests)
-        kinds = sorted({(r.temperature, r.num_samples) for r in requests})
-        for temperature, k in kinds:
-            order = sorted((i for i, r in enumerate(requests) if (r.temperature, r.num_samples) == (temperature, k)),
-                           key=lambda i: len(requests[i].prompt))
+        for (temperature, k), same in by_setting(requests).items():
+            order = sorted(same, key=lambda i: len(requests[i].prompt))
             per_call = max(1, self.batch_size // k)
             for begin in range(0, len(order), per_call):
                 idx = order[begin : begin + per_call]

@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass, field
 
 from data.tokens import encode_prompt, encode_response, stop_token_ids
-from generate.sampling import Completion, requests_for, sampled_logps
+from generate.sampling import Completion, requests_for, rows_to_sample, sampled_logps, with_copies
 from utils.io import DataError
 from utils.logging import get_logger
 
@@ -172,7 +172,7 @@ class VLLMSampler:
         params = []
         for r in requests:
             sampling = r.temperature > 0  # greedy: one judgment, copied
-            params.append(SamplingParams(n=r.num_samples if sampling else 1,
+            params.append(SamplingParams(n=rows_to_sample(r),
                                          temperature=r.temperature if sampling else 0.0,
                                          top_p=self.top_p if sampling else 1.0, max_tokens=max_new_tokens,
                                          stop_token_ids=self.stop_ids,
@@ -182,7 +182,7 @@ class VLLMSampler:
         prompts = [{"prompt_token_ids": encode_prompt(self.tokenizer, r.prompt)} for r in requests]
         outs = self.llm.generate(prompts, params, use_tqdm=False)
         done = [[self._completion(c) for c in sorted(o.outputs, key=lambda c: c.index)] for o in outs]
-        return [d * r.num_samples if len(d) < r.num_samples else d for d, r in zip(done, requests)]
+        return with_copies(done, requests)
 
     def _completion(self, c) -> Completion:
         finished = c.finish_reason == "stop"

@@ -54,14 +54,19 @@ def accuracy(scores: dict[str, float]) -> float:
     return 100 * sum(scores.values()) / len(scores)
 
 
-def seed_differences(a: list[dict[str, float]], b: list[dict[str, float]]) -> list[float]:
-    """accuracy(a) - accuracy(b) in points, one per seed (paired: the same items in each seed)."""
+def item_differences(a: list[dict[str, float]], b: list[dict[str, float]]) -> list[np.ndarray]:
+    """Per seed, score(a) - score(b) on each item (paired: both judges on the same items)."""
     out = []
     for sa, sb in zip(a, b):
         if set(sa) != set(sb):
             raise DataError("paired difference: the two judges were tested on different items")
-        out.append(100 * sum(sa[i] - sb[i] for i in sa) / len(sa))
+        out.append(np.array([sa[i] - sb[i] for i in sorted(sa)]))
     return out
+
+
+def seed_differences(a: list[dict[str, float]], b: list[dict[str, float]]) -> list[float]:
+    """accuracy(a) - accuracy(b) in points, one per seed."""
+    return [float(100 * d.mean()) for d in item_differences(a, b)]
 
 
 def paired_difference(a: list[dict[str, float]], b: list[dict[str, float]], n_boot: int = 2000,
@@ -71,9 +76,8 @@ def paired_difference(a: list[dict[str, float]], b: list[dict[str, float]], n_bo
     taken seed's test items with replacement (the same items for both judges, so their shared luck
     cancels). The interval so holds both the variance between training runs and which items were
     tested; with one seed it is the items' alone (docs/method.md, "Intervals")."""
-    seed_differences(a, b)  # the same items in every seed
+    diffs = item_differences(a, b)
     rng = np.random.default_rng(seed)
-    diffs = [np.array([sa[i] - sb[i] for i in sorted(sa)]) for sa, sb in zip(a, b)]
     k = len(diffs)
     taken = rng.integers(0, k, size=(n_boot, k))  # which seed fills each of a draw's k places
     boot = np.zeros(n_boot)
