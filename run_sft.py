@@ -58,7 +58,8 @@ def sft_example(row: dict, index: int, tokenizer, templates: list[str],
     if "verdict" in row:
         # Hashed, not index % n: data sets that cycle through task families by index would
         # otherwise tie each family to one template.
-        tid = templates[derive_seed(0, index) % len(templates)]
+        # A row written under one template (run_bootstrap_cot.py) keeps it.
+        tid = row.get("template") or templates[derive_seed(0, index) % len(templates)]
         prompt = judge_prompt(tokenizer, tid, row["question"], row["answer_a"], row["answer_b"], max_prompt_length)
         return prompt, format_response(row["chain_of_thought"], row["verdict"])
     prompt, _ = fit_prompt(tokenizer, lambda f: apply_chat(tokenizer, f[0]), [row["question"]], max_prompt_length,

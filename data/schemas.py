@@ -1,6 +1,7 @@
 """Record schemas of the pipeline's files and their validators (used with utils.io.read_jsonl)."""
 from __future__ import annotations
 
+from data.templates import TEMPLATES
 from utils.io import DataError, check_fields, read_jsonl
 
 # The four levels of a judgment in pairs.jsonl and their values (docs/method.md): SA > WA > WR > SR.
@@ -36,6 +37,8 @@ def validate_sft(rec: dict, where: str) -> None:
     _non_empty(rec, fields, where)
     if judge_form and rec["verdict"] not in ("A", "B"):
         raise DataError(f"{where}: field 'verdict' must be \"A\" or \"B\", got {rec['verdict']!r}")
+    if rec.get("template") is not None and rec["template"] not in TEMPLATES:  # the prompt it was written under
+        raise DataError(f"{where}: field 'template' must be one of {', '.join(TEMPLATES)}, got {rec['template']!r}")
 
 
 def validate_pair(rec: dict, where: str) -> None:

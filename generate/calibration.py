@@ -16,9 +16,15 @@ For each: the AUROC of right against wrong judgments pooled over all samples, an
 (only pairs of a right and a wrong judgment of the same item and exact prompt, as refinement's
 pairs are built; 0.5 = no signal), and P(right) above and below the confidence's median. A judgment
 without a verdict is wrong.
+
+Where the task knows each item's true reasoning (the synthetic task: toy/oracle.py), one more
+column: among the *right* judgments of one prompt, does the confidence rank those whose reasoning
+is the true one above those that reach the right verdict by false reasoning? That is the ranking
+the strong/weak split needs; right against wrong the gold label already gives.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections import Counter, defaultdict
@@ -85,13 +91,16 @@ def auroc(right: list[float], wrong: list[float]) -> float | None:
     return (rank_sum - n1 * (n1 + 1) / 2) / (n1 * n0)
 
 
-def _within_prompt_wins(records: list[dict], values: list[float | None]) -> dict[str, tuple[float, int]]:
-    """Per item: (pairs a right judgment wins, ties half; pairs) over the (right, wrong) pairs of
-    each of its prompts."""
+def _within_prompt_wins(records: list[dict], values: list[float | None],
+                        labels: list[bool | None] | None = None) -> dict[str, tuple[float, int]]:
+    """Per item: (pairs a positive judgment wins, ties half; pairs) over the (positive, negative)
+    pairs of each of its prompts. `labels` says which judgment is positive (None: left out); by
+    default a right one is, a wrong one negative."""
+    labels = [r["correct"] for r in records] if labels is None else labels
     groups = defaultdict(lambda: ([], []))
-    for r, v in zip(records, values):
-        if v is not None:
-            groups[(r["item_id"], r["prompt_id"])][0 if r["correct"] else 1].append(v)
+    for r, v, label in zip(records, values, labels):
+        if v is not None and label is not None:
+            groups[(r["item_id"], r["prompt_id"])][0 if label else 1].append(v)
     per_item = defaultdict(lambda: (0.0, 0))
     for (item, _), (right, wrong) in groups.items():
         a = auroc(right, wrong)
@@ -101,16 +110,17 @@ def _within_prompt_wins(records: list[dict], values: list[float | None]) -> dict
     return per_item
 
 
-def within_prompt_auroc(records: list[dict], values: list[float | None]) -> tuple[float | None, int]:
-    """The AUROC over (right, wrong) pairs of the same item and prompt, every pair counted once:
-    (value, number of pairs)."""
-    counts = _within_prompt_wins(records, values).values()
+def within_prompt_auroc(records: list[dict], values: list[float | None],
+                        labels: list[bool | None] | None = None) -> tuple[float | None, int]:
+    """The AUROC over (right, wrong) pairs of the same item and prompt (or the (positive, negative)
+    pairs `labels` gives), every pair counted once: (value, number of pairs)."""
+    counts = _within_prompt_wins(records, values, labels).values()
     wins, pairs = sum(w for w, _ in counts), sum(p for _, p in counts)
     return (wins / pairs if pairs else None), pairs
 
 
-def bootstrap_intervals(records: list[dict], values: list[float | None], n_boot: int = 200,
-                        seed: int = 0) -> dict[str, tuple[float, float] | None]:
+def bootstrap_intervals(records: list[dict], values: list[float | None], n_boot: int = 200, seed: int = 0,
+                        faithful: list[bool | None] | None = None) -> dict[str, tuple[float, float] | None]:
     """95% intervals of the pooled and within-prompt AUROC over items resampled with replacement
     (an item's judgments move together). Within-prompt pairs never cross items, so each item's
     wins and pairs are counted once and a resample only adds them up."""
@@ -121,8 +131,9 @@ def bootstrap_intervals(records: list[dict], values: list[float | None], n_boot:
         if v is not None:
             by_item[r["item_id"]][0 if r["correct"] else 1].append(v)
     within_counts = _within_prompt_wins(records, values)
+    among_counts = _within_prompt_wins(records, values, faithful) if faithful is not None else {}
     items, rng = sorted(by_item), random.Random(seed)
-    pooled, within = [], []
+    pooled, within, among = [], [], []
     for _ in range(n_boot):
         drawn = [rng.choice(items) for _ in items]
         a = auroc([v for item in drawn for v in by_item[item][0]], [v for item in drawn for v in by_item[item][1]])
@@ -130,17 +141,29 @@ def bootstrap_intervals(records: list[dict], values: list[float | None], n_boot:
         pairs = sum(within_counts.get(item, (0.0, 0))[1] for item in drawn)
         pooled += [a] if a is not None else []
         within += [wins / pairs] if pairs else []
+        wins = sum(among_counts.get(item, (0.0, 0))[0] for item in drawn)
+        pairs = sum(among_counts.get(item, (0.0, 0))[1] for item in drawn)
+        among += [wins / pairs] if pairs else []
 
     def interval(xs):
         xs = sorted(xs)
         return (xs[int(0.025 * len(xs))], xs[min(len(xs) - 1, int(0.975 * len(xs)))]) if xs else None
 
-    return {"auroc": interval(pooled), "auroc_within_prompt": interval(within)}
+    return {"auroc": interval(pooled), "auroc_within_prompt": interval(within), "auroc_among_right": interval(among)}
 
 
-def calibration(records: list[dict], n_boot: int = 200) -> dict:
+def among_right_labels(records: list[dict], faithful: list[bool]) -> list[bool | None]:
+    """For the among-right AUROC: a right judgment is positive when its reasoning is the true one,
+    negative when not; a wrong judgment is left out."""
+    return [f if r["correct"] else None for r, f in zip(records, faithful)]
+
+
+def calibration(records: list[dict], n_boot: int = 200, faithful: list[bool] | None = None) -> dict:
     """The table: per confidence, how many samples have it, pooled and within-prompt AUROC with 95%
-    intervals over items, and P(right) above and below its median; plus the samples per level."""
+    intervals over items, and P(right) above and below its median; plus the samples per level. With
+    `faithful` (whether each judgment's reasoning is its item's true one), also the within-prompt
+    AUROC among right judgments of true against false reasoning."""
+    among_labels = None if faithful is None else among_right_labels(records, faithful)
     table = {}
     for name, values in confidences(records).items():
         known = [(r, v) for r, v in zip(records, values) if v is not None]
@@ -152,15 +175,19 @@ def calibration(records: list[dict], n_boot: int = 200) -> dict:
         above = [r["correct"] for r, v in known if v > median]
         below = [r["correct"] for r, v in known if v <= median]
         within, pairs = within_prompt_auroc(records, values)
+        among, among_pairs = within_prompt_auroc(records, values, among_labels) if faithful else (None, 0)
         table[name] = {"samples": len(known), "auroc": auroc(right, wrong), "auroc_within_prompt": within,
-                       "within_prompt_pairs": pairs, "intervals": bootstrap_intervals(records, values, n_boot),
+                       "within_prompt_pairs": pairs, "auroc_among_right": among, "among_right_pairs": among_pairs,
+                       "intervals": bootstrap_intervals(records, values, n_boot, faithful=among_labels),
                        "p_right_above_median": sum(above) / len(above) if above else None,
                        "p_right_below_median": sum(below) / len(below) if below else None}
     levels = defaultdict(list)
     for r in records:
         if r.get("level"):
             levels[r["level"]].append(r["correct"])
-    return {"samples": len(records), "right": sum(r["correct"] for r in records), "confidences": table,
+    true_right = None if faithful is None else sum(f and r["correct"] for r, f in zip(records, faithful))
+    return {"samples": len(records), "right": sum(r["correct"] for r in records), "right_true_reasoning": true_right,
+            "confidences": table,
             "levels": {lv: {"samples": len(v), "p_right": sum(v) / len(v)} for lv, v in sorted(levels.items())}}
 
 
@@ -173,17 +200,24 @@ def _fmt(x, digits=3):
 
 
 def markdown(report: dict, source: str) -> str:
+    among = report.get("right_true_reasoning") is not None
     lines = [f"Calibration of {source}: {report['samples']} judgments, {report['right']} right "
              f"({100 * report['right'] / max(1, report['samples']):.1f}%). AUROC of right against wrong judgments "
              "(0.5 = no signal) with 95% intervals over items; within a prompt = only pairs of the same item and "
-             "exact prompt, the pairs refinement builds.", "",
-             "| confidence | samples | AUROC pooled | AUROC within prompt (pairs) | P(right) above median | below |",
-             "|---|---|---|---|---|---|"]
+             "exact prompt, the pairs refinement builds."
+             + (f" Among right (within a prompt): right judgments with the item's true reasoning "
+                f"({report['right_true_reasoning']} of the {report['right']}) against right ones with false "
+                "reasoning (toy/oracle.py)." if among else ""), "",
+             "| confidence | samples | AUROC pooled | AUROC within prompt (pairs) |"
+             + (" AUROC among right (pairs) |" if among else "") + " P(right) above median | below |",
+             "|---|---|---|---|" + ("---|" if among else "") + "---|---|"]
     for name, c in report["confidences"].items():
         ci = c.get("intervals", {})
+        extra = (f" {_fmt(c['auroc_among_right'])}{_ci(ci.get('auroc_among_right'))} ({c['among_right_pairs']}) |"
+                 if among else "")
         lines.append(f"| {name} | {c['samples']} | {_fmt(c['auroc'])}{_ci(ci.get('auroc'))} | "
                      f"{_fmt(c['auroc_within_prompt'])}{_ci(ci.get('auroc_within_prompt'))} "
-                     f"({c['within_prompt_pairs']}) | {_fmt(c['p_right_above_median'])} | "
+                     f"({c['within_prompt_pairs']}) |{extra} {_fmt(c['p_right_above_median'])} | "
                      f"{_fmt(c['p_right_below_median'])} |")
     levels = ", ".join(f"{lv} {v['samples']}" for lv, v in report["levels"].items())
     lines += ["", f"Levels: {levels}. Accept or reject comes from the gold label (SA/WA are the right judgments, "
@@ -218,10 +252,27 @@ class CalibrationArguments:
     refine_dir: str = field(default=None, metadata={"help": "A finished refinement's output_dir (samples.jsonl)."})
     output_dir: str = field(default=None, metadata={
         "help": "Where calibration.{md,json,png} go (default: refine_dir)."})
+    pref_file: str = field(default=None, metadata={
+        "help": "The labelled pairs (default: the refinement's); on the synthetic task the report adds the "
+                "AUROC among right judgments of true against false reasoning."})
 
 
 def parse(argv=None) -> tuple[CalibrationArguments]:
     return parse_args((CalibrationArguments,), argv)
+
+
+def true_reasoning_flags(records: list[dict], pref_file: str | None) -> list[bool] | None:
+    """Whether each judgment's reasoning is its item's true one, where the labelled pairs are the
+    synthetic task's (toy/oracle.py); None for any other task."""
+    from data.schemas import load_prefs
+    from toy.oracle import oracle_judgments
+
+    if not pref_file or not os.path.exists(pref_file):
+        return None
+    try:
+        return [f for f, _ in oracle_judgments(records, {str(r["id"]): r for r in load_prefs(pref_file)})]
+    except (ValueError, KeyError):
+        return None
 
 
 def main(argv=None) -> dict:
@@ -230,7 +281,11 @@ def main(argv=None) -> dict:
     records = read_jsonl(os.path.join(a.refine_dir, "samples.jsonl"))
     out = a.output_dir or a.refine_dir
     os.makedirs(out, exist_ok=True)
-    report = calibration(records)
+    pref_file = a.pref_file
+    if pref_file is None and os.path.exists(os.path.join(a.refine_dir, "refine_args.json")):
+        with open(os.path.join(a.refine_dir, "refine_args.json"), encoding="utf-8") as f:
+            pref_file = json.load(f).get("pref_file")
+    report = calibration(records, faithful=true_reasoning_flags(records, pref_file))
     write_json(os.path.join(out, "calibration.json"), report)
     text = markdown(report, a.refine_dir)
     with open(os.path.join(out, "calibration.md"), "w", encoding="utf-8") as f:

@@ -2,6 +2,7 @@
 of them that cannot work, refused in one line before anything runs."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from utils.io import DataError
@@ -42,16 +43,22 @@ class PipelineArguments:
     isolate_stages: bool = field(default=False, metadata={
         "help": "Run every stage in a process of its own (as `python run_x.py ...`) instead of in this one: "
                 "each stage then starts with all of the machine's memory, at the cost of the imports (~6 s)."})
+    sft_source: str = field(default="program", metadata={
+        "help": "Where the SFT judge's chains of thought come from: program (the synthetic task's sft.jsonl, "
+                "written by a program that knows the answer) or bootstrap (the cot stage: the base model writes "
+                "them from the labelled pairs, run_bootstrap_cot.py; add cot to --stages)."})
     n_sft: int = field(default=20000)
     n_prefs: int = field(default=300)
     n_val: int = field(default=200)
     n_test: int = field(default=600)
+    cot_config: str = field(default="configs/cot_demo.yaml")
     sft_config: str = field(default="configs/sft_demo.yaml")
     refine_config: str = field(default="configs/refine_demo.yaml")
     mdpo_config: str = field(default="configs/mdpo_demo.yaml")
     bt_config: str = field(default="configs/bt_demo.yaml")
     grpo_config: str = field(default="configs/grpo_demo.yaml")
     eval_config: str = field(default="configs/eval_demo.yaml")
+    cot_args: str = field(default="", metadata={"help": "Extra flags for run_bootstrap_cot.py (--mode ...)."})
     sft_args: str = field(default="", metadata={"help": "Extra flags for run_sft.py."})
     refine_args: str = field(default="")
     mdpo_args: str = field(default="")
@@ -83,5 +90,14 @@ def check_combinations(a: PipelineArguments) -> None:
         raise DataError("--rounds_at needs --label_counts (it names one of them)")
     if (a.label_counts or a.sweep) and a.data_dir:
         raise DataError("--label_counts and --sweep need the synthetic data (no data_dir)")
+    if a.sft_source not in ("program", "bootstrap"):
+        raise DataError(f"--sft_source must be program or bootstrap, got {a.sft_source!r}")
+    if a.sft_source == "bootstrap" and a.label_counts:
+        raise DataError("--sft_source bootstrap writes SFT rows from all n_prefs labelled pairs, so a label curve's "
+                        "smaller n would learn from more labels than n: run one study per n instead")
+    if a.sft_source == "program" and a.data_dir and "sft" in a.stage_list():
+        if not os.path.exists(os.path.join(a.data_dir, "sft.jsonl")):
+            raise DataError(f"{a.data_dir}: no sft.jsonl (program-written chains of thought exist only for the "
+                            "synthetic task): use --sft_source bootstrap and add cot to --stages")
     if a.eval_split not in ("test", "val"):
         raise DataError(f"--eval_split must be test or val, got {a.eval_split!r}")

@@ -18,7 +18,8 @@ from dataclasses import replace
 from pipeline.arguments import PipelineArguments
 from pipeline.cache import StageRecord, code_version, decide, digest, library_versions
 from pipeline.reports import read_result, results_table
-from pipeline.stages import ALL_STAGES, JUDGES, STAGES, flags_of, judge_name, module_of, script, settings_of
+from pipeline.stages import (ALL_STAGES, JUDGES, STAGES, data_of, flags_of, judge_name, module_of, script, settings_of,
+                             upstream_of)
 from utils.fingerprint import file_fingerprint, model_fingerprint
 from utils.io import DataError
 
@@ -102,9 +103,8 @@ class SeedRun:
         settings = settings_of(commands[0]) if len(commands) == 1 else {
             key: " ".join(f"{k}={v}" for k, v in sorted(settings_of(c).items()))
             for key, c in zip([j[0] for j in self.judges()], commands)}
-        files = STAGES[stage].data or ((f"{self.a.eval_split}.jsonl",) if stage == "eval" else ())
-        inputs = {name: file_fingerprint(self.data(name)) for name in files}
-        needs = list(STAGES[stage].upstream)  # eval: also every stage whose judge it evaluates
+        inputs = {name: file_fingerprint(self.data(name)) for name in data_of(stage, self.a)}
+        needs = list(upstream_of(stage, self.a))  # eval: also every stage whose judge it evaluates
         if stage == "eval":
             needs += sorted(set(self.judge_stages()) - set(needs))
         upstream = [u for u in needs if not self.external(u)]

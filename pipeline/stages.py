@@ -31,7 +31,7 @@ JUDGES = (("base", "Base model (zero-shot)", "tiny", "generative"),
 # Judges trained by M-DPO's trainer: their table names also say which loss ran, as the settings give
 # it (GFRIEND's DPO term may carry an NLL term, and RFT is that term alone).
 LOSS_NAMED = {"dpo": "w/o M-DPO", "rft": "RFT", "label_mdpo": "w/o CoT-S", "gfriend": "GFRIEND"}
-SHARED_STAGES = ("tiny", "data", "sft")  # a label curve or sweep runs these once per seed, the rest per variant
+SHARED_STAGES = ("tiny", "data", "cot", "sft")  # a label curve or sweep runs these once per seed, the rest per variant
 # Refinement settings that only rebuild levels and pairs from the logged judgments (a sweep over them reuses
 # the samples).
 PAIR_SETTINGS = ("threshold", "max_pairs_per_item", "unfinished", "score")
@@ -83,10 +83,24 @@ def _data(r) -> list[list[str]]:
                     "--n_prefs", str(a.n_prefs), "--n_val", str(a.n_val), "--n_test", str(a.n_test))]
 
 
+def _cot(r) -> list[list[str]]:
+    """The SFT rows written by the base model from the labelled pairs (sft_source: bootstrap)."""
+    a, p = r.a, r.paths
+    return [command("run_bootstrap_cot", "--config", a.cot_config, "--model_name_or_path", p["tiny"],
+                    "--pref_file", r.data("prefs.jsonl"), "--output_dir", p["cot"], "--seed", str(a.seed),
+                    *r.lengths(new_tokens=True), *shlex.split(a.cot_args))]
+
+
+def sft_train_file(r) -> str:
+    """What the SFT judge learns from: the program's chains of thought (the synthetic task's sft.jsonl)
+    or the ones the cot stage wrote."""
+    return os.path.join(r.paths["cot"], "sft.jsonl") if r.a.sft_source == "bootstrap" else r.data("sft.jsonl")
+
+
 def _sft(r) -> list[list[str]]:
     a, p = r.a, r.paths
     return [command("run_sft", "--config", a.sft_config, "--model_name_or_path", p["tiny"],
-                    "--train_file", r.data("sft.jsonl"), "--output_dir", p["sft"], "--seed", str(a.seed),
+                    "--train_file", sft_train_file(r), "--output_dir", p["sft"], "--seed", str(a.seed),
                     *r.lengths(), *shlex.split(a.sft_args))]
 
 
@@ -191,6 +205,13 @@ def training_summary(path: str) -> str:
     return f"loss {first['loss']:.3f} -> {last['loss']:.3f}{extra}"
 
 
+def bootstrap_summary(path: str) -> str:
+    with open(os.path.join(path, "stats.json"), encoding="utf-8") as f:
+        s = json.load(f)
+    return (f"{s['rows']} SFT rows ({s['mode']}) from {s['samples']} judgments, {s['items_covered']} of "
+            f"{s['items']} items covered, verdicts {s['verdicts']}, {s['hint_leaks']} hint leaks dropped")
+
+
 def refinement_summary(path: str) -> str:
     with open(os.path.join(path, "stats.json"), encoding="utf-8") as f:
         s = json.load(f)
@@ -208,6 +229,7 @@ def refinement_summary(path: str) -> str:
 STAGES = {
     "tiny": Stage(("toy.model",), (), (), _tiny, output_in),
     "data": Stage(("toy.task",), (), (), _data, output_in),
+    "cot": Stage(("run_bootstrap_cot",), ("tiny", "data"), ("prefs.jsonl",), _cot, bootstrap_summary),
     "sft": Stage(("run_sft",), ("tiny", "data"), ("sft.jsonl",), _sft, training_summary),
     "refine": Stage(("run_preference_refinement", "generate.calibration"), ("sft", "data"), ("prefs.jsonl",),
                     _refine, refinement_summary),
@@ -221,3 +243,18 @@ STAGES = {
     "eval": Stage(("run_eval",), ("data",), (), _eval, output_in),
 }
 ALL_STAGES = tuple(STAGES)
+
+
+def upstream_of(stage: str, a) -> tuple[str, ...]:
+    """The stages whose outputs `stage` reads under settings `a`: SFT from self-written chains of
+    thought reads the cot stage's rows instead of the data folder's."""
+    if stage == "sft" and a.sft_source == "bootstrap":
+        return (*STAGES[stage].upstream, "cot")
+    return STAGES[stage].upstream
+
+
+def data_of(stage: str, a) -> tuple[str, ...]:
+    """The data folder's files `stage` reads under settings `a` (eval: its split's file)."""
+    if stage == "sft" and a.sft_source == "bootstrap":
+        return ()
+    return STAGES[stage].data or ((f"{a.eval_split}.jsonl",) if stage == "eval" else ())

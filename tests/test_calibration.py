@@ -81,3 +81,32 @@ def test_the_report_runs_on_a_refinement(sft_dir, synthetic_dir, tmp_path):
         assert 0.0 <= lo <= v["auroc"] <= hi <= 1.0 and lo < hi  # items resampled: an interval, not a point
     assert os.path.getsize(os.path.join(out, "calibration.png")) > 0
     assert "| score |" in open(os.path.join(out, "calibration.md")).read()
+    # The synthetic task's pairs (found through the refinement's settings): the among-right column too.
+    assert report["right_true_reasoning"] is not None and "AUROC among right" in open(
+        os.path.join(out, "calibration.md")).read()
+    other = tmp_path / "other.jsonl"  # pairs of another task: no true reasoning, no column
+    other.write_text("".join(json.dumps({"id": s_id, "question": "q", "answer_pos": "a", "answer_neg": "b"}) + "\n"
+                             for s_id in sorted({s["item_id"] for s in samples})))
+    report = main(["--refine_dir", out, "--pref_file", str(other), "--output_dir", str(tmp_path / "cal")])
+    assert report["right_true_reasoning"] is None and report["confidences"]["score"]["auroc_among_right"] is None
+
+
+def test_among_right_pairs_only_right_judgments_of_one_prompt_true_against_false_reasoning():
+    """Right judgments with the true reasoning (t) against right ones without (f), within a prompt;
+    wrong judgments take no part whatever their confidence."""
+    from generate.calibration import among_right_labels, calibration
+
+    def rec(item, prompt, correct):
+        return {"item_id": item, "prompt_id": prompt, "pos_slot": "A", "verdict": "A" if correct else "B",
+                "correct": correct, "ppl": 2.0, "tokens": 4}
+
+    records = [rec("i", "p", True), rec("i", "p", True), rec("i", "p", True), rec("i", "p", False),
+               rec("i", "q", True), rec("j", "p", True)]
+    faithful = [True, False, False, True, False, True]
+    assert among_right_labels(records, faithful) == [True, False, False, None, False, True]
+    scores = [0.9, 0.5, 0.95, 0.99, 0.1, 0.2]
+    for r, v in zip(records, scores):
+        r["score"] = r["ppl_score"] = v
+    c = calibration(records, n_boot=20, faithful=faithful)["confidences"]["score"]
+    # Only item i, prompt p has both kinds: t=0.9 against f=0.5 (won) and f=0.95 (lost).
+    assert c["among_right_pairs"] == 2 and c["auroc_among_right"] == 0.5

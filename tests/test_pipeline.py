@@ -128,7 +128,10 @@ def test_settings_that_cannot_be_combined_are_refused_in_one_line():
     for kwargs, message in ((dict(label_counts="4,8", sweep="alpha=1,2"), "cannot be combined"),
                             (dict(seeds="0,1", evaluate_base=True, sweep="alpha=1"), "--evaluate_base is for"),
                             (dict(rounds=2, rounds_at=8), "--rounds_at needs --label_counts"),
-                            (dict(rounds=0), "at least 1")):
+                            (dict(rounds=0), "at least 1"),
+                            (dict(sft_source="teacher"), "--sft_source must be program or bootstrap"),
+                            (dict(sft_source="bootstrap", label_counts="4,8"), "one study per n"),
+                            (dict(data_dir=ROOT), "no sft.jsonl .* use --sft_source bootstrap")):
         with pytest.raises(DataError, match=message):
             check_combinations(PipelineArguments(**kwargs))
 
@@ -185,3 +188,35 @@ def test_a_study_manifest_says_how_its_numbers_were_made():
     assert m["stages"]["0"]["n50/eval"]["commit"] == "b" and m["stages_wall_s"] == 40.5
     assert m["libraries"]["torch"] == torch.__version__ and m["torch_threads"] == torch.get_num_threads()
     assert m["cpu"] and m["code"] and len(m["commit"].split("+")[0]) == 40
+
+
+COT_PIPELINE = """
+output_dir: {out}
+base_model: {teacher}
+seed: 0
+stages: data,cot,sft
+sft_source: bootstrap
+n_sft: 10
+n_prefs: 12
+n_val: 4
+n_test: 8
+cot_args: "--num_samples 2 --templates compare --items_per_chunk 6"
+sft_args: "--max_steps 2 --logging_steps 1"
+"""
+
+
+def test_sft_learns_from_the_rows_the_cot_stage_wrote(sft_dir, tmp_path_factory):
+    """sft_source bootstrap: the base model (here the tiny SFT judge) writes the rows, SFT trains on
+    them; a change of the cot stage's mode runs cot and SFT again."""
+    from tests.conftest import run_pipeline_config
+
+    cfg, run, stdout = run_pipeline_config(tmp_path_factory, "cot", COT_PIPELINE, teacher=sft_dir)
+    stats = json.loads((run / "cot" / "stats.json").read_text())
+    assert stats["items"] == 12 and stats["rows"] == len(read_jsonl(run / "cot" / "sft.jsonl")) > 0
+    assert f"train_file: {run / 'cot' / 'sft.jsonl'}" in (run / "sft" / "run_config.yaml").read_text()
+    assert "[cot] finished in" in stdout and "SFT rows (filter)" in stdout
+    cfg.write_text(cfg.read_text().replace('cot_args: "', 'cot_args: "--mode rationalize '))
+    said = _lines(run_cli("run_pipeline.py", "--config", str(cfg)).stdout)
+    assert said["data"].startswith("reused") and said["cot"] == "running: mode changed filter → rationalize"
+    assert said["sft"] == "running: cot ran again"
+    assert json.loads((run / "cot" / "stats.json").read_text())["mode"] == "rationalize"

@@ -252,3 +252,42 @@ def test_evaluation_the_judge_cli_and_the_rl_reward_on_the_real_model(real_sft, 
     reward = JudgeReward(Judge.from_pretrained(real_sft, max_new_tokens=24, max_prompt_length=256))
     (value,) = reward(prompts=["Which is larger, 473 or 438?"], completions=["473"], reference=["438"])
     assert 0.0 <= value <= 1.0
+
+
+@pytest.mark.parametrize("mode", ["filter", "rationalize"])
+def test_the_real_model_writes_its_own_chains_of_thought(mode, real_model, synthetic_dir, tmp_path):
+    """Both modes with SmolLM2 as its own teacher, on two labelled pairs: every judgment is logged with
+    its fate, the asked prompts carry the chat template (and, rationalizing, the hint), and the run
+    either writes balanced rows of right verdicts or fails in one line without an sft.jsonl."""
+    import run_bootstrap_cot
+    from data.schemas import load_sft
+    from utils.io import DataError
+
+    out = tmp_path / mode
+    args = ["--config", os.path.join(RECIPE, "cot.yaml"), "--model_name_or_path", real_model[0],
+            "--pref_file", os.path.join(synthetic_dir, "prefs.jsonl"), "--output_dir", str(out), "--mode", mode,
+            "--max_items", "2", "--num_samples", "2", "--temperatures", "1.0", "--templates", "compare",
+            "--max_new_tokens", "32"]
+    try:
+        run_bootstrap_cot.main(args)
+        rows = load_sft(str(out / "sft.jsonl"))
+    except DataError as e:
+        assert "the teacher kept no judgment" in str(e)
+        rows = []
+    assert (out / "sft.jsonl").exists() == bool(rows)
+    samples = read_jsonl(out / "samples.jsonl")
+    stats = json.loads((out / "stats.json").read_text())
+    assert len(samples) == stats["samples"] == 2 * 2 * 2 and stats["rows"] == len(rows)
+    assert {s["fate"] for s in samples} <= {"kept", "unfinished", "unparseable", "wrong_verdict", "hint_leak",
+                                              "no_reasoning", "duplicate", "over_cap", "order_balance"}
+    assert sum(stats["dropped"].values()) + len(rows) == len(samples)
+    assert sum(r["verdict"] == "A" for r in rows) == sum(r["verdict"] == "B" for r in rows)
+    from generate.bootstrap import BootstrapArguments, prompt_groups
+    from models.loading import load_tokenizer
+
+    tok = load_tokenizer(real_model[0])
+    groups = prompt_groups([read_jsonl(os.path.join(synthetic_dir, "prefs.jsonl"))[0]], tok,
+                           BootstrapArguments(mode=mode, max_prompt_length=256), ["compare"])[0]
+    for g in groups:
+        assert g["asked"].startswith(SYSTEM) and g["prompt"].startswith(SYSTEM)
+        assert ("For the record, answer " + g["pos_slot"] in g["asked"]) == (mode == "rationalize")
