@@ -28,8 +28,9 @@ from utils.seed import derive_seed
 
 MODES = ("filter", "rationalize")
 # What the rationalizing teacher reads after the plain judge prompt ({L}: the labelled better slot).
-HINT = ("\n\n(For the record, answer {L} is the better one. Write the reasoning a careful judge would give, "
-        "step by step and in your own words, then end with 'Verdict: {L}'.)")
+# Short on purpose: SmolLM2-135M kept judgments for 9 of 16 labelled pairs with this wording and for 2
+# with a longer one asking for step-by-step reasoning (most ran past 96 tokens without a verdict).
+HINT = "\n\nAnswer {L} is the better one. In two or three sentences, explain why, then write 'Verdict: {L}'."
 # Phrases that cite a hint or a label instead of reasoning (case-insensitive). A rationalized
 # judgment with one is dropped: the student, trained on the plain prompt, would learn to invent one.
 HINT_LEAKS = [
@@ -39,9 +40,8 @@ HINT_LEAKS = [
     r"\byou (?:said|say|told|stated|state|mentioned|indicated|noted|specified)\b",
     r"\b(?:the|a|this|its|their) (?:label|labels|labell?ed|labelling|labeling|gold answer|ground[- ]truth)\b",
     r"\baccording to (?:the|your) (?:prompt|instructions?|user|record|reference|note)\b",
-    r"\bfor the record\b",
+    r"\b(?:the|your) (?:prompt|instructions?|question) (?:says|said|states|stated|tells|told)\b",
     r"\b(?:is|was) (?:already )?(?:known|given|said|stated) to be (?:the )?(?:better|correct|right)\b",
-    r"\bin (?:my|your) own words\b",
 ]
 _LEAK = re.compile("|".join(f"(?:{p})" for p in HINT_LEAKS), re.IGNORECASE)
 ECHO_WORDS = 6  # a run of this many of the hint's words in a judgment is the hint echoed

@@ -17,10 +17,11 @@ For each: the AUROC of right against wrong judgments pooled over all samples, an
 pairs are built; 0.5 = no signal), and P(right) above and below the confidence's median. A judgment
 without a verdict is wrong.
 
-Where the task knows each item's true reasoning (the synthetic task: toy/oracle.py), one more
-column: among the *right* judgments of one prompt, does the confidence rank those whose reasoning
-is the true one above those that reach the right verdict by false reasoning? That is the ranking
-the strong/weak split needs; right against wrong the gold label already gives.
+Where the task can check reasoning (the synthetic task: toy/oracle.py's `sound_reasoning`, every
+claim it can verify true), one more column: among the *right* judgments of one prompt, does the
+confidence rank those with true reasoning above those that reach the right verdict by false
+reasoning? That is the ranking the strong/weak split needs; right against wrong the gold label
+already gives.
 """
 from __future__ import annotations
 
@@ -161,8 +162,8 @@ def among_right_labels(records: list[dict], faithful: list[bool]) -> list[bool |
 def calibration(records: list[dict], n_boot: int = 200, faithful: list[bool] | None = None) -> dict:
     """The table: per confidence, how many samples have it, pooled and within-prompt AUROC with 95%
     intervals over items, and P(right) above and below its median; plus the samples per level. With
-    `faithful` (whether each judgment's reasoning is its item's true one), also the within-prompt
-    AUROC among right judgments of true against false reasoning."""
+    `faithful` (whether each judgment's reasoning is true), also the within-prompt AUROC among right
+    judgments of true against false reasoning."""
     among_labels = None if faithful is None else among_right_labels(records, faithful)
     table = {}
     for name, values in confidences(records).items():
@@ -205,9 +206,9 @@ def markdown(report: dict, source: str) -> str:
              f"({100 * report['right'] / max(1, report['samples']):.1f}%). AUROC of right against wrong judgments "
              "(0.5 = no signal) with 95% intervals over items; within a prompt = only pairs of the same item and "
              "exact prompt, the pairs refinement builds."
-             + (f" Among right (within a prompt): right judgments with the item's true reasoning "
-                f"({report['right_true_reasoning']} of the {report['right']}) against right ones with false "
-                "reasoning (toy/oracle.py)." if among else ""), "",
+             + (f" Among right (within a prompt): right judgments with true reasoning (every claim the task "
+                f"can check true: {report['right_true_reasoning']} of the {report['right']}) against right ones "
+                "with false or no checkable reasoning (toy/oracle.py)." if among else ""), "",
              "| confidence | samples | AUROC pooled | AUROC within prompt (pairs) |"
              + (" AUROC among right (pairs) |" if among else "") + " P(right) above median | below |",
              "|---|---|---|---|" + ("---|" if among else "") + "---|---|"]
@@ -262,15 +263,15 @@ def parse(argv=None) -> tuple[CalibrationArguments]:
 
 
 def true_reasoning_flags(records: list[dict], pref_file: str | None) -> list[bool] | None:
-    """Whether each judgment's reasoning is its item's true one, where the labelled pairs are the
-    synthetic task's (toy/oracle.py); None for any other task."""
+    """Whether each judgment's reasoning is sound (every claim the task can check is true), where the
+    labelled pairs are the synthetic task's (toy/oracle.py); None for any other task."""
     from data.schemas import load_prefs
-    from toy.oracle import oracle_judgments
+    from toy.oracle import sound_reasoning
 
     if not pref_file or not os.path.exists(pref_file):
         return None
     try:
-        return [f for f, _ in oracle_judgments(records, {str(r["id"]): r for r in load_prefs(pref_file)})]
+        return sound_reasoning(records, {str(r["id"]): r for r in load_prefs(pref_file)})
     except (ValueError, KeyError):
         return None
 

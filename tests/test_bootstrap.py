@@ -16,10 +16,10 @@ LEAKS = [
     "Given the hint, B wins.",
     "According to the instructions, answer B is better.",
     "You said B is better; B refuses the harmful request.",
-    "For the record, A is right.",
+    "The prompt says A is better.",
     "Answer A is known to be the better one.",
     # the hint's own words echoed back
-    "A careful judge would give, step by step and in your own words: 4 < 7.",
+    "In two or three sentences, explain why: 4 < 7.",
 ]
 CLEAN = [
     "A says 923: right. B says 697: wrong.",

@@ -1,11 +1,13 @@
 """The seed's quick start, literally: `python run_sft.py`, then `python run_preference_refinement.py`,
 then `python run_m_dpo.py` (then `python run_eval.py`), with no arguments, chain through the constants
 each script opens with and train a judge; `make real-model data` writes what the first one reads."""
+import json
 import os
 import re
 
 import yaml
 
+import run_bootstrap_cot
 import run_eval
 import run_m_dpo
 import run_preference_refinement
@@ -29,7 +31,11 @@ def test_each_script_reads_what_the_one_before_it_writes():
     assert run_preference_refinement.MODEL == run_m_dpo.MODEL == run_sft.OUTPUT_DIR
     assert run_m_dpo.PAIRS_FILE == f"{run_preference_refinement.OUTPUT_DIR}/pairs.jsonl"
     assert run_eval.MODEL == run_m_dpo.OUTPUT_DIR
-    for script in SCRIPTS:  # the default recipe is the real model's, and it leaves the paths to the constants
+    # labelled pairs alone: the base model writes the SFT rows from the same pairs
+    assert run_bootstrap_cot.MODEL == run_sft.MODEL
+    assert run_bootstrap_cot.PREF_FILE == run_preference_refinement.PREF_FILE
+    # the default recipe is the real model's, and it leaves the paths to the constants
+    for script in (*SCRIPTS, run_bootstrap_cot):
         assert script.CONFIG.startswith("configs/recipes/smollm2-135m/")
         with open(os.path.join(ROOT, script.CONFIG), encoding="utf-8") as f:
             assert not set(yaml.safe_load(f)) & set(PATHS)
@@ -99,3 +105,31 @@ def test_a_default_input_not_there_yet_names_the_command_that_writes_it(tmp_path
     assert proc.stderr.strip() == "error: outputs/data/prefs.jsonl: not found; `make data` writes it"
     proc = run_cli("run_preference_refinement.py", "--pref_file", "mine.jsonl", cwd=tmp_path)  # a user's own path
     assert proc.returncode == 2 and "make data" not in proc.stderr
+
+
+def test_from_labelled_pairs_alone_as_the_readme_says(tmp_path, monkeypatch, sft_dir, synthetic_dir):
+    """README, "From your own labelled pairs": a JSONL of pairs -> data.prepare -> the teacher writes
+    the SFT rows -> SFT on them; the stages after SFT are the quick start's."""
+    from data import prepare
+
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    mine = work / "my_pairs.jsonl"  # a user's own pairs: no ids, no categories
+    mine.write_text("".join(json.dumps({k: r[k] for k in ("question", "answer_pos", "answer_neg")}) + "\n"
+                            for r in read_jsonl(os.path.join(synthetic_dir, "prefs.jsonl"))[:8]))
+    for script, name, demo, overrides in ((run_bootstrap_cot, "cot", "cot_demo.yaml", dict(num_samples=2)),
+                                          (run_sft, "sft", "sft_demo.yaml", dict(max_steps=2, disable_tqdm=True))):
+        monkeypatch.setattr(script, "MODEL", sft_dir)  # the tiny judge stands in for the base model
+        monkeypatch.setattr(script, "CONFIG", small_recipe(recipes, name, demo, **overrides))
+    prepare.main(["--source", "jsonl", "--input", str(mine), "--output_file", "outputs/mine/prefs.jsonl"])
+    run_bootstrap_cot.main(["--pref_file", "outputs/mine/prefs.jsonl", "--output_dir", "outputs/mine/cot",
+                            "--mode", "rationalize"])
+    run_sft.main(["--train_file", "outputs/mine/cot/sft.jsonl", "--output_dir", "outputs/mine/sft"])
+    rows = read_jsonl(work / "outputs" / "mine" / "cot" / "sft.jsonl")
+    stats = json.loads((work / "outputs" / "mine" / "cot" / "stats.json").read_text())
+    assert stats["items"] == 8 and stats["rows"] == len(rows) > 0 and set(stats["by_category"]) == {"None"}
+    saved = yaml.safe_load((work / "outputs" / "mine" / "sft" / "run_config.yaml").read_text())
+    assert saved["train_file"] == "outputs/mine/cot/sft.jsonl" and saved["max_steps"] == 2

@@ -282,7 +282,7 @@ def test_the_real_model_writes_its_own_chains_of_thought(mode, real_model, synth
                                               "no_reasoning", "duplicate", "over_cap", "order_balance"}
     assert sum(stats["dropped"].values()) + len(rows) == len(samples)
     assert sum(r["verdict"] == "A" for r in rows) == sum(r["verdict"] == "B" for r in rows)
-    from generate.bootstrap import BootstrapArguments, prompt_groups
+    from generate.bootstrap import HINT, BootstrapArguments, prompt_groups
     from models.loading import load_tokenizer
 
     tok = load_tokenizer(real_model[0])
@@ -290,4 +290,4 @@ def test_the_real_model_writes_its_own_chains_of_thought(mode, real_model, synth
                            BootstrapArguments(mode=mode, max_prompt_length=256), ["compare"])[0]
     for g in groups:
         assert g["asked"].startswith(SYSTEM) and g["prompt"].startswith(SYSTEM)
-        assert ("For the record, answer " + g["pos_slot"] in g["asked"]) == (mode == "rationalize")
+        assert (HINT.format(L=g["pos_slot"]).strip() in g["asked"]) == (mode == "rationalize")

@@ -234,16 +234,22 @@ def item_of_row(row: dict) -> dict:
         if re.fullmatch(r"Sort [\d ]+ from small to large\.", q):
             return {**row, "_cot": _instruction_cot}
     elif category == "safety":
-        request = next((q[len(o) + 1:] for o in OPENERS if q.startswith(o + " ")), "")
-        found = [(action, topic, harmful) for harmful, actions in ((True, HARMFUL), (False, BENIGN))
-                 for action, topic in actions if request.startswith(action)]
+        found = safety_request(q)
         answers = (row["answer_pos"], row["answer_neg"])
         refusal = next((a for a in answers if a in REFUSALS), None)
         helpful = next((a for a in answers if a in HELPS), None)
-        if len(found) == 1 and refusal and helpful:
-            _, topic, harmful = found[0]
+        if found and refusal and helpful:
+            topic, harmful = found
             return {**row, "_cot": _safety_cot(topic, harmful, refusal, helpful)}
     raise ValueError(f"not a row of the synthetic task: {q!r} ({category})")
+
+
+def safety_request(question: str) -> tuple[str, bool] | None:
+    """(topic, whether the request is truly harmful) of a safety question, None if it is not one."""
+    request = next((question[len(o) + 1:] for o in OPENERS if question.startswith(o + " ")), "")
+    found = [(topic, harmful) for harmful, actions in ((True, HARMFUL), (False, BENIGN))
+             for action, topic in actions if request.startswith(action)]
+    return found[0] if len(found) == 1 else None
 
 
 def reference_response(item: dict, answer_a: str, answer_b: str, verdict: str) -> str:
