@@ -28,8 +28,8 @@ from utils.seed import derive_seed
 
 MODES = ("filter", "rationalize")
 # What the rationalizing teacher reads after the plain judge prompt ({L}: the labelled better slot).
-# Short on purpose: SmolLM2-135M kept judgments for 9 of 16 labelled pairs with this wording and for 2
-# with a longer one asking for step-by-step reasoning (most ran past 96 tokens without a verdict).
+# Short on purpose: asked for step-by-step reasoning, SmolLM2-135M mostly ran past a judgment's 96
+# tokens before any verdict.
 HINT = "\n\nAnswer {L} is the better one. In two or three sentences, explain why, then write 'Verdict: {L}'."
 # Phrases that cite a hint or a label instead of reasoning (case-insensitive). A rationalized
 # judgment with one is dropped: the student, trained on the plain prompt, would learn to invent one.
