@@ -21,15 +21,14 @@ CONFIG = "configs/recipes/smollm2-135m/cot.yaml"  # every other setting (configs
 
 import os
 
-from data.schemas import load_prefs
 from data.templates import template_ids
-from generate.backends import build_sampler
+from generate.backends import build_sampler, labelled_pairs_to_sample
 from generate.bootstrap import (MODES, BootstrapArguments, bootstrap_stats, prompt_groups, sample_chunk,
                                 select_rows, sft_rows)
 from generate.sampling import SAMPLERS, check_sampling_lengths, parse_temperatures
 from generate.vllm_sampler import VLLMOptions, require_vllm
-from models.loading import ModelArguments, load_model, model_context_length, tokenizer_of
-from utils.config import check_default_inputs, check_settings, parse_args, require, run_main
+from models.loading import ModelArguments, load_model, model_context_length
+from utils.config import check_settings, parse_args, run_main
 from utils.io import DataError, write_json, write_jsonl
 from utils.sharding import check_fingerprint, process_state, remove_shards, run_in_chunks
 from utils.seed import set_seed
@@ -95,11 +94,7 @@ def summary_line(stats: dict) -> str:
 
 def main(argv=None) -> None:
     model_args, args, vllm_options = parse(argv)
-    require(model_name_or_path=model_args.model_name_or_path, pref_file=args.pref_file, output_dir=args.output_dir)
-    check_default_inputs(model_args.model_name_or_path, args.pref_file)
-    temperatures = validate(args, model_args)
-    items = load_prefs(args.pref_file)[: args.max_items]
-    tokenizer = tokenizer_of(model_args)
+    temperatures, items, tokenizer = labelled_pairs_to_sample(model_args, args, validate)
     try:
         groups = prompt_groups(items, tokenizer, args, template_ids(args.templates))
     except DataError as e:

@@ -45,6 +45,9 @@ HINT_LEAKS = [
 ]
 _LEAK = re.compile("|".join(f"(?:{p})" for p in HINT_LEAKS), re.IGNORECASE)
 ECHO_WORDS = 6  # a run of this many of the hint's words in a judgment is the hint echoed
+# A reasoning shorter than this teaches no reasoning: SmolLM2's rationalize run (results/real_from_labels,
+# commit f10b4cf) kept 13 of 104 rows under it, e.g. "B).", "Verb: x", "A: 1 5 3", "Verdict: A".
+MIN_REASONING_WORDS = 5
 
 
 def _words(text: str) -> list[str]:
@@ -143,7 +146,7 @@ def prompt_groups(rows: list[dict], tokenizer, args: BootstrapArguments, templat
 
 def judgment_fate(mode: str, pos_slot: str, text: str, finished: bool) -> tuple[str, str]:
     """(fate, reasoning) of one sampled judgment before selection: 'candidate' or why it is dropped
-    (unfinished, unparseable, wrong_verdict, hint_leak, no_reasoning)."""
+    (unfinished, unparseable, wrong_verdict, hint_leak, no_reasoning: under MIN_REASONING_WORDS words)."""
     if not finished:
         return "unfinished", ""
     verdict, reasoning = reasoning_before_verdict(text)
@@ -153,7 +156,7 @@ def judgment_fate(mode: str, pos_slot: str, text: str, finished: bool) -> tuple[
         return "wrong_verdict", ""
     if mode == "rationalize" and leaks_hint(text):
         return "hint_leak", ""
-    if not _words(reasoning):
+    if len(_words(reasoning)) < MIN_REASONING_WORDS:
         return "no_reasoning", ""
     return "candidate", reasoning
 

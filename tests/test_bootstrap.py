@@ -56,7 +56,10 @@ def test_a_row_keeps_the_reasoning_before_the_last_verdict_line():
     assert judgment_fate("filter", "A", "4 > 3\nVerdict: B", True)[0] == "wrong_verdict"
     assert judgment_fate("filter", "A", "Verdict: A", True)[0] == "no_reasoning"
     assert judgment_fate("rationalize", "A", "As stated, A.\nVerdict: A", True)[0] == "hint_leak"
-    assert judgment_fate("filter", "A", "As stated, A.\nVerdict: A", True) == ("candidate", "As stated, A.")
+    assert judgment_fate("filter", "A", "B).\nVerdict: A", True)[0] == "no_reasoning"  # too short to teach
+    assert judgment_fate("filter", "A", "A: 1 5 3\nVerdict: A", True)[0] == "no_reasoning"
+    assert judgment_fate("filter", "A", "As stated, A is sorted.\nVerdict: A", True) == (
+        "candidate", "As stated, A is sorted.")
 
 
 def _candidate(item, slot, n, category="c", reasoning=None, template="compare"):
