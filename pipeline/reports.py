@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from pipeline.cache import code_version, library_versions
-from utils.io import DataError, read_jsonl
+from utils.io import DataError, open_text, read_jsonl
 
 GFRIEND = "gfriend"
 
@@ -35,8 +35,9 @@ GFRIEND = "gfriend"
 @functools.lru_cache(maxsize=None)
 def item_scores(path: str) -> dict[str, float]:
     """{item id: score} of the one eval file in a run_eval.py results file (the mean is its accuracy);
-    read once, as the table, its differences and the figure all ask for the same files."""
-    with open(path, encoding="utf-8") as f:
+    read once, as the table, its differences and the figure all ask for the same files. A .gz file
+    (the records committed under results/) is read as well."""
+    with open_text(path) as f:
         items = json.load(f)["items"]
     (rows,) = items.values()
     return {str(r["id"]): float(r["correct"]) for r in rows}
@@ -108,8 +109,8 @@ def _mean_std(values: list[float]) -> str:
 
 
 def read_result(path: str) -> dict:
-    """The summary of the one eval file in a run_eval.py results file."""
-    with open(path, encoding="utf-8") as f:
+    """The summary of the one eval file in a run_eval.py results file (.json or .json.gz)."""
+    with open_text(path) as f:
         return next(iter(json.load(f)["results"].values()))
 
 

@@ -1,4 +1,5 @@
 import glob
+import gzip
 import json
 import os
 
@@ -220,14 +221,19 @@ def test_the_pipeline_configs_parse_and_plan(name, monkeypatch):
 def _eval_file(path, correct):
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = [{"id": f"t{i}", "correct": c} for i, c in enumerate(correct)]
-    path.write_text(json.dumps({"items": {"test.jsonl": rows}}))
+    text = json.dumps({"items": {"test.jsonl": rows}, "results": {"test.jsonl": {"n": len(rows)}}})
+    if path.suffix == ".gz":  # the records committed under results/
+        with gzip.open(path, "wt") as f:
+            f.write(text)
+    else:
+        path.write_text(text)
 
 
 def test_the_diff_command_pairs_judges_of_different_runs_item_by_item(tmp_path, capsys):
     for seed in (0, 1):
-        _eval_file(tmp_path / f"s{seed}" / "a.json", [1.0] * 30 + [0.0] * 10)
+        _eval_file(tmp_path / f"s{seed}" / "a.json.gz", [1.0] * 30 + [0.0] * 10)
         _eval_file(tmp_path / f"s{seed}" / "b.json", [1.0] * 20 + [0.0] * 20)
-    study_report(["diff", "--seeds", "0,1", f"A={tmp_path}/s{{seed}}/a.json", f"B={tmp_path}/s{{seed}}/b.json"])
+    study_report(["diff", "--seeds", "0,1", f"A={tmp_path}/s{{seed}}/a.json.gz", f"B={tmp_path}/s{{seed}}/b.json"])
     out = capsys.readouterr().out
     assert "| A | 75.0 ± 0.0 |" in out and "| B | 50.0 ± 0.0 |" in out
     d, lo, hi = (float(x) for x in out.split("| A − B | ")[1].split(" |")[0].replace("[", "").replace("]", "")
@@ -235,7 +241,7 @@ def test_the_diff_command_pairs_judges_of_different_runs_item_by_item(tmp_path, 
     assert d == 25.0 and 10.0 < lo < 25.0 < hi < 40.0
     _eval_file(tmp_path / "s0" / "c.json", [1.0] * 39)  # another item set: refused, not averaged
     with pytest.raises(SystemExit, match="different items"):
-        study_report(["diff", "--seeds", "0", f"A={tmp_path}/s0/a.json", f"C={tmp_path}/s0/c.json"])
+        study_report(["diff", "--seeds", "0", f"A={tmp_path}/s0/a.json.gz", f"C={tmp_path}/s0/c.json"])
 
 
 def test_the_training_command_reports_level_gaps_and_log_prob_drift(tmp_path, capsys):

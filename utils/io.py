@@ -7,6 +7,7 @@ complete.
 """
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import tempfile
@@ -32,6 +33,12 @@ def _type_name(typ) -> str:
     if isinstance(typ, tuple):
         return " or ".join(t.__name__ for t in typ)
     return typ.__name__
+
+
+def open_text(path: str):
+    """A text file for reading, decompressed when its name ends in .gz: committed records under
+    results/ are gzip'd where they are large, and every reader takes both."""
+    return gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(path, encoding="utf-8")
 
 
 def read_jsonl(
