@@ -2,7 +2,7 @@
 
     python run_m_dpo.py                      # the constants below
     python run_m_dpo.py --config R.yaml --model_name_or_path SFT --pairs_file pairs.jsonl --output_dir O
-        [--weighting levels|scores|none --alpha 1.0 --beta 0.1 --normalize_weights ...]
+        [--weighting levels|scores|none --alpha 1.0 --beta 0.1 --weight_normalization none|batch|dataset ...]
 
 The reference model is the starting checkpoint unless --ref_model_name_or_path names another.
 `--weighting none` is plain DPO (the paper's "w/o M-DPO" ablation). Reference log-probs are
@@ -67,7 +67,8 @@ def build_dataset(pairs: list[dict], tokenizer, args: MDPOConfig, path: str = "p
         log.warning("%s: %d of %d pairs left out: %s", path, n, len(pairs), reason)
     if not encoded:
         raise DataError(f"{path}: no pair left to train on ({', '.join(f'{n} {r}' for r, n in skipped.items())})")
-    weights = weights_for_pairs([p for p, _ in encoded], args.weighting, args.alpha, args.normalize_weights)
+    weights = weights_for_pairs([p for p, _ in encoded], args.weighting, args.alpha,
+                                normalize=args.weight_normalization == "dataset")
     for (_, ex), w in zip(encoded, weights.tolist()):
         ex["weight"] = w
     return [ex for _, ex in encoded]

@@ -26,7 +26,7 @@ import os
 
 from data.templates import ORDERS, template_ids
 from generate.backends import build_sampler, labelled_pairs_to_sample
-from generate.levels import resolve_threshold
+from generate.levels import PAIRINGS, resolve_threshold
 from generate.refinement import (SCORES, ChunkJudgments, RefinementArguments, finalize, item_id_of_groups,
                                  item_id_of_record, judgment_key, prompt_groups, reused_samples)
 from generate.sampling import SAMPLERS, check_sampling_lengths, parse_temperatures
@@ -51,7 +51,7 @@ def validate(args: RefinementArguments, model_args: ModelArguments | None = None
                                    "generation_batch_size": 1, "scoring_batch_size": 1, "scoring_max_tokens": 1},
                    above={"tau": 0.0, "top_p": 0.0}, at_most={"top_p": 1.0},
                    choices={"orders": tuple(ORDERS), "unfinished": ("reject", "drop"), "sampler": SAMPLERS,
-                            "score_with": ("model", "sampler"), "score": tuple(SCORES)})
+                            "score_with": ("model", "sampler"), "score": tuple(SCORES), "pairing": PAIRINGS})
     if args.score == "verdict_prob" and args.score_with != "sampler" and args.samples_from is None:
         raise DataError("--score verdict_prob needs --score_with sampler (the verdict's log-prob is the sampler's)")
     if args.sampler == "vllm":

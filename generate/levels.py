@@ -66,13 +66,25 @@ def oracle_level(correct: bool, faithful: bool) -> str:
     return "WR" if faithful else "SR"
 
 
-def build_pairs(samples: list[dict], max_pairs_per_item: int | None = None) -> list[dict]:
-    """Accepted x rejected pairs inside each (item, prompt) group, widest level gaps first.
+PAIRINGS = ("accept_reject", "all_levels")
 
-    `samples` need item_id, prompt_id, prompt, response, level, score. Identical responses to the
-    same prompt are counted once. Per item, at most `max_pairs_per_item` pairs are kept, ranked by
-    level gap, then by score difference, then by sample order (deterministic).
+
+def build_pairs(samples: list[dict], max_pairs_per_item: int | None = None, pairing: str = "accept_reject",
+                balance_orders: bool = False) -> list[dict]:
+    """Pairs inside each (item, prompt) group, widest level gaps first.
+
+    `samples` need item_id, prompt_id, prompt, response, level, score (and verdict, for the balance).
+    Identical responses to the same prompt are counted once. `pairing` accept_reject (the paper's)
+    joins an accepted and a rejected judgment (gaps 2-4); all_levels joins any two at different
+    levels, the higher one chosen (gaps 1-4: SA > WA and WR > SR too). Per item, at most
+    `max_pairs_per_item` pairs are kept, ranked by level gap, then by score difference, then by
+    sample order (deterministic). With `balance_orders` an item keeps as many pairs whose chosen
+    judgment says A as say B (the best-ranked of each, at most half the cap each), so a judge biased
+    to one slot does not get its chosen judgments, and the NLL on them, mostly in that slot; an item
+    whose pairs all choose one letter keeps none.
     """
+    if pairing not in PAIRINGS:
+        raise DataError(f"--pairing must be one of {', '.join(PAIRINGS)}, got {pairing!r}")
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for s in samples:
         if s.get("level") is None:
@@ -83,16 +95,26 @@ def build_pairs(samples: list[dict], max_pairs_per_item: int | None = None) -> l
         groups[key].append(s)
     by_item: dict = defaultdict(list)
     for (item_id, _), group in groups.items():
-        accepted = [s for s in group if s["level"] in ACCEPT]
-        rejected = [s for s in group if s["level"] in REJECT]
-        for c in accepted:
+        if pairing == "accept_reject":
+            chosen, rejected = [s for s in group if s["level"] in ACCEPT], [s for s in group if s["level"] in REJECT]
+        else:
+            chosen = rejected = group
+        for c in chosen:
             for r in rejected:
-                by_item[item_id].append(_pair(c, r))
+                if LEVEL_VALUES[c["level"]] > LEVEL_VALUES[r["level"]]:
+                    by_item[item_id].append(_pair(c, r))
     pairs = []
     for item_id, cands in by_item.items():
         ranked = sorted(enumerate(cands),
                         key=lambda t: (-t[1]["gap"], -(t[1]["chosen_score"] - t[1]["rejected_score"]), t[0]))
-        kept = ranked if max_pairs_per_item is None else ranked[:max_pairs_per_item]
+        if balance_orders:
+            sides = [[t for t in ranked if t[1]["chosen_verdict"] == letter] for letter in ("A", "B")]
+            each = min(len(sides[0]), len(sides[1]))
+            if max_pairs_per_item is not None:
+                each = min(each, max_pairs_per_item // 2)
+            kept = sides[0][:each] + sides[1][:each]
+        else:
+            kept = ranked if max_pairs_per_item is None else ranked[:max_pairs_per_item]
         pairs.extend(p for _, p in sorted(kept, key=lambda t: t[0]))  # keep generation order
     return pairs
 
@@ -101,7 +123,7 @@ def _pair(c: dict, r: dict) -> dict:
     return {
         "item_id": c["item_id"], "prompt_id": c["prompt_id"], "prompt": c["prompt"],
         "chosen": c["response"], "rejected": r["response"], "rejected_finished": r.get("finished", True),
-        "chosen_level": c["level"], "rejected_level": r["level"],
+        "chosen_level": c["level"], "rejected_level": r["level"], "chosen_verdict": c.get("verdict"),
         "chosen_score": c["score"], "rejected_score": r["score"],
         "gap": LEVEL_VALUES[c["level"]] - LEVEL_VALUES[r["level"]],
     }
@@ -134,4 +156,5 @@ def refinement_stats(samples: list[dict], pairs: list[dict], threshold: float, s
         "pairs_per_item": round(len(pairs) / len(items), 3) if items else 0.0,
         "items_without_pairs": len(items - items_with_pairs),
         "pair_gaps": {str(g): sum(1 for p in pairs if p["gap"] == g) for g in sorted({p["gap"] for p in pairs})},
+        "chosen_verdicts": {v: sum(1 for p in pairs if p.get("chosen_verdict") == v) for v in ("A", "B")},
     }

@@ -53,6 +53,11 @@ class RefinementArguments:
                 "(toy/oracle.py)."})
     threshold: str = field(default="0.5", metadata={"help": "Score threshold p: a number, 'median' or 'qX'."})
     max_pairs_per_item: int = field(default=16)
+    pairing: str = field(default="accept_reject", metadata={
+        "help": "accept_reject (the paper's): an accepted judgment chosen over a rejected one of the same prompt "
+                "(level gaps 2-4); all_levels: any two judgments of a prompt at different levels (gaps 1-4)."})
+    balance_orders: bool = field(default=False, metadata={
+        "help": "Per item, as many pairs whose chosen judgment says A as say B (half the cap each at most)."})
     max_items: int = field(default=None, metadata={"help": "Use only the first N items of pref_file."})
     items_per_chunk: int = field(default=16, metadata={"help": "Unit of seeding, batching and resuming."})
     generation_batch_size: int = field(default=128, metadata={
@@ -75,7 +80,7 @@ class RefinementArguments:
     # Fields that may change between a stopped run and its continuation: they act after sampling
     # (levels and pairs are rebuilt from the logged samples). Batch sizes may not: they decide
     # which rows share a random stream and a padded forward.
-    RESUMABLE = ("max_items", "threshold", "max_pairs_per_item", "unfinished", "score")
+    RESUMABLE = ("max_items", "threshold", "max_pairs_per_item", "pairing", "balance_orders", "unfinished", "score")
 
 
 def samples_per_temperature(k: int, temperatures: list[float]) -> list[int]:
@@ -179,7 +184,7 @@ def finalize(records: list[dict], args: RefinementArguments,
         levels = [assign_level(a, r["score"], threshold) for a, r in zip(accepted, records)]
     for r, level in zip(records, levels):
         r["level"] = level if usable(r) else None
-    pairs = build_pairs(records, args.max_pairs_per_item)
+    pairs = build_pairs(records, args.max_pairs_per_item, args.pairing, args.balance_orders)
     return records, pairs, refinement_stats(records, pairs, threshold, args.score)
 
 

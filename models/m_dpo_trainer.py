@@ -28,6 +28,7 @@ from utils.io import DataError
 
 
 LOSS_TYPES = ("sigmoid", "sft")
+WEIGHT_NORMALIZATIONS = ("none", "batch", "dataset")
 
 
 @dataclass
@@ -38,7 +39,10 @@ class MDPOConfig(TrainingArguments):
     beta: float = field(default=0.1, metadata={"help": "DPO temperature beta."})
     weighting: str = field(default="levels", metadata={"help": "levels | scores | none (plain DPO)."})
     alpha: float = field(default=1.0, metadata={"help": "Weights are softplus(alpha * gap)."})
-    normalize_weights: bool = field(default=False, metadata={"help": "Divide weights by their mean over the data."})
+    weight_normalization: str = field(default="none", metadata={
+        "help": "none: the DPO term is mean(w * loss), w = softplus(alpha * gap) as is; dataset: w divided by its "
+                "mean over the pairs file (the same ratios, scale 1); batch: sum(w * loss) / sum(w) over each "
+                "optimizer step's pairs (across accumulation and processes), a weighted mean."})
     loss_type: list[str] = field(default_factory=lambda: ["sigmoid"], metadata={
         "help": "Loss terms, as TRL 1.x: 'sigmoid' is the (level-weighted) DPO loss, 'sft' the per-token NLL of the "
                 "chosen responses; several are summed with loss_weights."})
@@ -69,7 +73,8 @@ class MDPOConfig(TrainingArguments):
         check_settings(self, above={"beta": 0.0},
                        at_least={"alpha": 0.0, "max_length": 2, "max_prompt_length": 1,
                                  "precompute_ref_batch_size": 1, "precompute_ref_max_tokens": 2},
-                       choices={"weighting": ("levels", "scores", "none")})
+                       choices={"weighting": ("levels", "scores", "none"),
+                                "weight_normalization": WEIGHT_NORMALIZATIONS})
         check_prompt_budget(self.max_prompt_length, self.max_length)
 
     @property
@@ -187,7 +192,8 @@ class MDPOTrainer(GlobalBatchLossMixin, AveragedMetricsMixin, Trainer):
 
     def count_items(self, batch: dict) -> dict:
         n = batch["weights"].shape[0]
-        return {"pairs": n, "chosen_tokens": (batch["labels"][:n, 1:] != IGNORE_INDEX).sum()}
+        return {"pairs": n, "chosen_tokens": (batch["labels"][:n, 1:] != IGNORE_INDEX).sum(),
+                "weight_sum": batch["weights"].sum()}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         n = inputs["weights"].shape[0]
@@ -197,7 +203,11 @@ class MDPOTrainer(GlobalBatchLossMixin, AveragedMetricsMixin, Trainer):
             logps[:n], logps[n:], ref[:n], ref[n:], inputs["weights"], self.args.beta, reduction="none"
         )
         terms = self.args.loss_term_weights
-        loss = terms.get("sigmoid", 0.0) * self.global_mean(losses.sum(), n, "pairs", num_items_in_batch)
+        if self.args.weight_normalization == "batch":  # a weighted mean over the step's pairs
+            dpo = self.global_mean(losses.sum(), inputs["weights"].sum(), "weight_sum", num_items_in_batch)
+        else:
+            dpo = self.global_mean(losses.sum(), n, "pairs", num_items_in_batch)
+        loss = terms.get("sigmoid", 0.0) * dpo
         if "sft" in terms:
             nll_sum, chosen_tokens = -logps[:n].sum(), n_tokens[:n].sum()
             self.record_metrics({"nll_loss": (nll_sum, chosen_tokens)})

@@ -85,3 +85,52 @@ def test_stats_count_items_without_pairs():
     assert stats["pairs"] == 1 and stats["items_without_pairs"] == 1 and stats["parse_failures"] == 1
     assert stats["levels"] == {"SA": 1, "WA": 1, "WR": 0, "SR": 1}
     assert pairs[0]["gap"] == 4
+
+
+def _samples_in_both_orders(rng, n_items=8):
+    """Judgments of prompts whose better answer sits in A or in B: a right one says that letter."""
+    samples = []
+    for i in range(n_items):
+        for prompt, good in (("t/A", "A"), ("t/B", "B"), ("u/A", "A"), ("u/B", "B")):
+            for j in range(rng.randint(0, 6)):
+                correct, score = rng.random() < 0.6, rng.random()
+                verdict = good if correct else {"A": "B", "B": "A"}[good]
+                samples.append({"item_id": f"item{i}", "prompt_id": prompt, "prompt": f"P{i}{prompt}",
+                                "response": f"r{j}-{correct}", "correct": correct, "score": score, "ppl": 1.0,
+                                "level": assign_level(correct, score, 0.5), "verdict": verdict})
+    return samples
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_all_levels_pairing_adds_the_pairs_inside_the_accepted_and_the_rejected_side(seed):
+    samples = _samples_in_both_orders(random.Random(seed))
+    paper = build_pairs(samples, None)
+    every = build_pairs(samples, None, pairing="all_levels")
+    key = lambda p: (p["prompt"], p["chosen"], p["rejected"])  # noqa: E731
+    assert {key(p) for p in paper} <= {key(p) for p in every}
+    assert all(p["gap"] == LEVEL_VALUES[p["chosen_level"]] - LEVEL_VALUES[p["rejected_level"]] > 0 for p in every)
+    inside = [p for p in every if key(p) not in {key(q) for q in paper}]
+    assert all(p["gap"] == 1 and {p["chosen_level"], p["rejected_level"]} in ({"SA", "WA"}, {"WR", "SR"})
+               for p in inside)
+    assert {p["gap"] for p in paper} <= {2, 3, 4}
+    with pytest.raises(ValueError, match="--pairing must be one of"):
+        build_pairs(samples, None, pairing="every")
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_balanced_pairs_choose_as_many_a_verdicts_as_b_per_item_and_keep_the_best_of_each(seed):
+    rng = random.Random(seed)
+    samples = _samples_in_both_orders(rng)
+    cap = rng.choice([2, 4, 5, None])
+    full = build_pairs(samples, None)
+    balanced = build_pairs(samples, cap, balance_orders=True)
+    rank = lambda p: (-p["gap"], -(p["chosen_score"] - p["rejected_score"]))  # noqa: E731
+    for item in {p["item_id"] for p in full}:
+        sides = {v: sorted((rank(p) for p in full if p["item_id"] == item and p["chosen_verdict"] == v))
+                 for v in "AB"}
+        kept = {v: sorted(rank(p) for p in balanced if p["item_id"] == item and p["chosen_verdict"] == v) for v in "AB"}
+        each = min(len(sides["A"]), len(sides["B"]), 10 ** 6 if cap is None else cap // 2)
+        assert len(kept["A"]) == len(kept["B"]) == each  # an item with one letter only keeps none
+        assert kept["A"] == sides["A"][:each] and kept["B"] == sides["B"][:each]
+    stats = refinement_stats(samples, balanced, 0.5)
+    assert stats["chosen_verdicts"]["A"] == stats["chosen_verdicts"]["B"] == len(balanced) // 2

@@ -42,7 +42,7 @@ def config(tmp_path, **kw):
 
 
 def dataset(pairs, tok, args):
-    w = weights_for_pairs(pairs, args.weighting, args.alpha, args.normalize_weights)
+    w = weights_for_pairs(pairs, args.weighting, args.alpha, args.weight_normalization == "dataset")
     return [encode_pair(tok, p["prompt"], p["chosen"], p["rejected"], wi)
             for p, wi in zip(pairs, w.tolist())]
 
@@ -230,6 +230,35 @@ def test_sft_loss_term_adds_the_chosen_nll_and_loss_weights_scale_the_terms(tiny
                          (dict(beta=0.0), "--beta must be")):
         with pytest.raises(DataError, match=message):
             config(tmp_path, **bad)
+
+
+def test_weights_normalised_per_batch_give_a_weighted_mean_and_over_the_data_mean_one(tiny_model_dir, tmp_path):
+    """--weight_normalization: none is mean(w * loss), batch is sum(w * loss) / sum(w) (blind to the
+    weights' scale), dataset divides w by its mean over the pairs."""
+    from utils.io import DataError
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    pairs = make_pairs(8)
+    losses, weights = {}, {}
+    for name in ("none", "batch", "dataset"):
+        args = config(tmp_path, weighting="levels", alpha=1.0, weight_normalization=name)
+        data = dataset(pairs, tok, args)
+        weights[name] = torch.tensor([ex["weight"] for ex in data])
+        trainer = MDPOTrainer(model=model, args=args, train_dataset=data, data_collator=PairCollator(tok.pad_token_id))
+        losses[name] = full_batch_loss(trainer, 8)
+        if name == "batch":  # the weights' scale does not matter to a weighted mean
+            for ex in data:
+                ex["weight"] *= 3.0
+            losses["batch x3"] = full_batch_loss(trainer, 8)
+    assert weights["none"].max() / weights["none"].min() > 1.5  # gaps 1 to 4: the weights differ
+    assert torch.allclose(weights["dataset"], weights["none"] / weights["none"].mean())
+    assert weights["dataset"].mean().item() == pytest.approx(1.0)
+    assert losses["batch"] == pytest.approx(losses["none"] * 8 / weights["none"].sum().item(), rel=1e-5)
+    assert losses["batch x3"] == pytest.approx(losses["batch"], rel=1e-5)
+    assert losses["dataset"] == pytest.approx(losses["batch"], rel=1e-5)  # one batch holds the whole data set
+    with pytest.raises(DataError, match="--weight_normalization must be one of"):
+        config(tmp_path, weight_normalization="mean")
 
 
 def test_pairs_whose_chosen_equals_rejected_are_skipped_and_counted(tiny_model_dir, tmp_path):

@@ -49,7 +49,7 @@ def test_a_recipe_is_consistent_across_its_stages(recipe, tmp_path):
         return
     # the paper's loss and settings, none of the demo's
     mdpo = stages["mdpo"]
-    assert mdpo["loss_type"] == ["sigmoid"] and mdpo["weighting"] == "levels" and not mdpo["normalize_weights"]
+    assert mdpo["loss_type"] == ["sigmoid"] and mdpo["weighting"] == "levels" and mdpo["weight_normalization"] == "none"
     assert stages["refine"]["tau"] == 10.0 and mdpo["learning_rate"] < 1e-5
     assert all(c["dtype"] == "bf16" for c in stages.values()) and budgets["sft"] >= 1024
     model = stages["sft"]["model_name_or_path"]

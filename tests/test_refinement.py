@@ -85,6 +85,16 @@ def test_pair_settings_may_change_on_resume(uninterrupted, sft_dir, synthetic_di
     with open(os.path.join(uninterrupted, "pairs.jsonl")) as f:
         before = Counter(json.loads(line)["item_id"] for line in f)
     assert per_item and max(per_item.values()) == 1 and set(per_item) == set(before)
+    refine.main(_args(sft_dir, os.path.join(synthetic_dir, "prefs.jsonl"), out, "--max_items", "10",
+                      "--pairing", "all_levels", "--balance_orders", "true"))  # acts after sampling too
+    assert _read(os.path.join(out, "samples.jsonl")) == _read(os.path.join(uninterrupted, "samples.jsonl"))
+    with open(os.path.join(out, "pairs.jsonl")) as f:
+        pairs = [json.loads(line) for line in f]
+    with open(os.path.join(out, "stats.json")) as f:
+        stats = json.load(f)
+    assert pairs and stats["chosen_verdicts"]["A"] == stats["chosen_verdicts"]["B"] == len(pairs) // 2
+    assert all(Counter(p["chosen_verdict"] for p in pairs if p["item_id"] == i)["A"] * 2 == n
+               for i, n in Counter(p["item_id"] for p in pairs).items())
 
 
 @pytest.mark.parametrize("score", ["verdict_prob", "agreement"])

@@ -86,14 +86,17 @@ def _assert_same_step(a, b, metrics=()):
         assert log_a[key] == pytest.approx(log_b[key], rel=1e-4, abs=1e-6), key
 
 
-def test_gradient_accumulation_is_exact_for_m_dpo(tiny_model_dir):
+@pytest.mark.parametrize("normalization", ["none", "batch"])
+def test_gradient_accumulation_is_exact_for_m_dpo(tiny_model_dir, normalization):
     """GA 4 x batch 2 == GA 1 x batch 8 with level weights and the NLL term (whose token counts
-    differ between micro-batches): the same update and the same logged loss and metrics."""
+    differ between micro-batches): the same update and the same logged loss and metrics; with
+    per-batch weight normalisation the weights' sum is the whole step's too."""
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     pairs = make_pairs(8)
     for p, extra in zip(pairs, range(8)):  # chosen responses of different lengths
         p["chosen"] = p["chosen"].replace(". ", ". Let me check the sum once more." * (extra % 3) + " ")
-    config = dict(beta=0.1, weighting="levels", loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0])
+    config = dict(beta=0.1, weighting="levels", loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0],
+                  weight_normalization=normalization)
     data = dataset(pairs, tok, MDPOConfig(output_dir="unused", **config))
     collator = PairCollator(tok.pad_token_id)
     steps = [_one_sgd_step(MDPOTrainer, AutoModelForCausalLM.from_pretrained(tiny_model_dir), data, collator, ga, bs,
