@@ -34,7 +34,7 @@ LOSS_NAMED = {"dpo": "w/o M-DPO", "rft": "RFT", "label_mdpo": "w/o CoT-S", "gfri
 SHARED_STAGES = ("tiny", "data", "cot", "sft")  # a label curve or sweep runs these once per seed, the rest per variant
 # Refinement settings that only rebuild levels and pairs from the logged judgments (a sweep over them reuses
 # the samples).
-PAIR_SETTINGS = ("threshold", "max_pairs_per_item", "unfinished", "score")
+PAIR_SETTINGS = ("threshold", "max_pairs_per_item", "pairing", "balance_orders", "unfinished", "score")
 
 
 @dataclass(frozen=True)

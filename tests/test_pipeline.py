@@ -220,3 +220,12 @@ def test_sft_learns_from_the_rows_the_cot_stage_wrote(sft_dir, tmp_path_factory)
     assert said["data"].startswith("reused") and said["cot"] == "running: mode changed filter → rationalize"
     assert said["sft"] == "running: cot ran again"
     assert json.loads((run / "cot" / "stats.json").read_text())["mode"] == "rationalize"
+
+
+def test_a_sweep_sends_every_setting_refinement_rebuilds_pairs_with_to_refinement():
+    """The pipeline's list of pair settings (a sweep over them reuses the judgments) is refinement's
+    own list of settings that act after sampling, less the item count."""
+    from generate.refinement import RefinementArguments
+    from pipeline.stages import PAIR_SETTINGS
+
+    assert set(PAIR_SETTINGS) == set(RefinementArguments.RESUMABLE) - {"max_items"}
