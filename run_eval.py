@@ -4,7 +4,8 @@
         --output_file results.json [--num_samples 1 --batch_size 64 --max_new_tokens 256]
 
 Generative: every pair is asked in both answer orders (greedy, or `num_samples` samples with a
-majority vote); accuracy counts each order half, unreadable verdicts are wrong and counted, and
+majority vote; with `--direct`, no reasoning: the verdict letter's probability read at once);
+accuracy counts each order half, unreadable verdicts are wrong and counted, and
 `consistency` is the share of items whose two verdicts pick the same answer. Scalar: correct when
 r(pos) > r(neg); ties are wrong. Results per file, per category, and RewardBench sections when
 the categories are RewardBench subsets. results.json also holds every prompt, response and verdict.
@@ -58,6 +59,9 @@ class EvalArguments:
     template: str = field(default="compare", metadata={"help": "Judge template id (generative)."})
     num_samples: int = field(default=1, metadata={"help": "1 = greedy; more = sampled with a majority vote."})
     temperature: float = field(default=0.7, metadata={"help": "Used when num_samples > 1."})
+    direct: bool = field(default=False, metadata={
+        "help": "No chain of thought: P(A) read at the verdict letter right after 'Verdict:', one forward pass "
+                "per order, the likelier letter the verdict (generative judges, num_samples 1)."})
     batch_size: int = field(default=128, metadata={
         "help": "Rows decoded together (generative); texts per forward (scalar)."})
     max_new_tokens: int = field(default=512, metadata={"help": "The same as refinement's, so a judgment the judge "
@@ -87,7 +91,8 @@ def judge_generative(rows, judge: Judge, seed: int) -> list[dict]:
             verdict = majority_verdict(o["written"])
             orders.append({"pos_slot": pos_slot, "prompt": o["prompt"], "prompt_shortened": o["prompt_shortened"],
                            "responses": o["responses"], "finished": o["finished"], "verdicts": o["written"],
-                           "verdict": verdict, "correct": verdict == pos_slot, "p_pos": o["p_a"]})
+                           "verdict": verdict, "correct": verdict == pos_slot, "p_pos": o["p_a"],
+                           "p_pos_samples": o["p_as"]})
         picks = [None if o["verdict"] is None else o["verdict"] == o["pos_slot"] for o in orders]
         records.append({"index": r["_index"], "id": r["id"], "category": r.get("category"),
                         **{k: r[k] for k in ("item", "pair") if k in r}, "orders": orders,
@@ -215,6 +220,8 @@ def main(argv=None) -> None:
     check_settings(args, at_least={"num_samples": 1, "batch_size": 1, "max_new_tokens": 1, "max_prompt_length": 1,
                                    "max_length": 2, "max_items": 1, "items_per_chunk": 1},
                    above={"temperature": 0.0}, choices={"model_type": ("generative", "scalar"), "sampler": SAMPLERS})
+    if args.direct and (args.model_type == "scalar" or args.num_samples > 1):
+        raise DataError("--direct reads one verdict letter of a generative judge: --num_samples 1")
     if args.sampler == "vllm":
         if args.model_type == "scalar":
             raise DataError("--sampler vllm is for generative judges")
@@ -263,7 +270,7 @@ def main(argv=None) -> None:
         sampler = build_sampler(args.sampler, model_args, tokenizer, model, vllm_options, args.batch_size,
                                 seed=args.seed)
         judge = Judge(model, tokenizer, tid, args.max_new_tokens, args.max_prompt_length, args.num_samples,
-                      args.temperature, args.batch_size, sampler=sampler)
+                      args.temperature, args.batch_size, sampler=sampler, direct=args.direct)
         judge_chunk = lambda rows, seed: judge_generative(rows, judge, seed)  # noqa: E731
     results, items = {}, {}
     for path, (benchmark, benchmark_items, rows) in data.items():

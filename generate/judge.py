@@ -17,6 +17,12 @@ one order has one, p_a is that order's. The verdict is the answer p_a favours; i
 p at all, or when p_a is within TIE of 0.5 (a confident judge that picks a different answer in each
 order averages to 0.5 +- 1e-6: the preference is the position's, not the answers'). `consistent`
 says whether both orders picked the same answer.
+
+`direct=True` asks for no chain of thought: the judge's response is taken to open with the verdict
+line, and P(A) is read at its letter ("Verdict: " then A or B), the letter with the larger
+probability being the order's verdict; nothing is sampled (one forward pass per prompt). For a
+small judge, reading the verdict's probability directly can beat the verdict after its own
+reasoning; this is the row that measures it.
 """
 from __future__ import annotations
 
@@ -27,11 +33,11 @@ from dataclasses import dataclass, field
 import torch
 
 from data.collate import budget_batches, pad
-from data.templates import fit_judge_prompt, template_ids
+from data.templates import VERDICT_PREFIX, fit_judge_prompt, template_ids
 from data.tokens import encode_prompt
 from generate.parsing import majority_verdict, verdict_position
 from generate.backends import build_sampler
-from generate.sampling import HFSampler
+from generate.sampling import Completion, HFSampler
 
 
 @dataclass
@@ -40,17 +46,19 @@ class Judgment:
     p_a: float | None  # P(answer A is better), both orders averaged
     consistent: bool  # both orders picked the same answer
     reasoning: str  # the judgment in the order given (its first sample)
-    orders: list[dict] = field(default_factory=list)  # per order: prompt, responses, finished, verdicts, p_a
+    orders: list[dict] = field(default_factory=list)  # per order: prompt, responses, finished, verdicts,
+    # p_as (each sample's P(A as given is better)), p_a (their mean)
 
 
 class Judge:
     def __init__(self, model, tokenizer, template: str = "compare", max_new_tokens: int = 512,
                  max_prompt_length: int | None = None, num_samples: int = 1, temperature: float = 0.7,
-                 batch_size: int = 64, sampler=None):
+                 batch_size: int = 64, sampler=None, direct: bool = False):
         (self.template,) = template_ids(template)
         self.model, self.tokenizer = model, tokenizer
         self.max_new_tokens, self.max_prompt_length = max_new_tokens, max_prompt_length
         self.num_samples, self.temperature, self.batch_size = num_samples, temperature, batch_size
+        self.direct = direct
         self.sampler = sampler or HFSampler(model, tokenizer, batch_size=batch_size)
         if isinstance(self.sampler, HFSampler):  # the letters' logits come out of the sampling loop
             self.sampler.watch_ids = letter_token_ids(tokenizer)
@@ -81,12 +89,18 @@ class Judge:
             for prompt, cut in both_orders(self.tokenizer, self.template, r, self.max_prompt_length):
                 prompts.append(prompt)
                 shortened.append(cut)
-        greedy = self.num_samples == 1
-        outs = self.sampler.generate(prompts, self.num_samples, 0.0 if greedy else self.temperature,
-                                     self.max_new_tokens, seed=seed)
+        if self.direct:  # no reasoning: the verdict line is the whole response, its letter read, not sampled
+            outs = [[Completion(f"{VERDICT_PREFIX} A", True)] for _ in prompts]
+        else:
+            greedy = self.num_samples == 1
+            outs = self.sampler.generate(prompts, self.num_samples, 0.0 if greedy else self.temperature,
+                                         self.max_new_tokens, seed=seed)
         letters = [[verdict_position(c.text) for c in completions] for completions in outs]
         p_letter_a = self.letter_probabilities([(p, c, pos) for p, completions, found in zip(prompts, outs, letters)
                                                 for c, (_, pos) in zip(completions, found)])
+        if self.direct:  # the letter the judge finds likelier is its verdict
+            letters = [[("A" if p >= 0.5 else "B", pos)] for p, [(_, pos)] in zip(p_letter_a, letters)]
+            outs = [[Completion(f"{VERDICT_PREFIX} {v}", True)] for [(v, _)] in letters]
         judgments, k = [], 0
         for i in range(len(rows)):
             orders = []
@@ -101,7 +115,7 @@ class Judge:
                 orders.append({"prompt": prompts[j], "prompt_shortened": shortened[j], "swapped": swapped,
                                "written": written,
                                "responses": [c.text for c in outs[j]], "finished": [c.finished for c in outs[j]],
-                               "verdicts": verdicts, "p_a": sum(known) / len(known) if known else None})
+                               "verdicts": verdicts, "p_as": ps, "p_a": sum(known) / len(known) if known else None})
             judgments.append(_combine(orders))
         return judgments
 

@@ -63,6 +63,32 @@ def test_letter_probabilities_from_the_sampling_loop_equal_a_forward_pass(judge,
             assert j.p_a == pytest.approx(k.p_a, abs=1e-4)
 
 
+def test_a_direct_judge_reads_the_verdict_letter_with_no_reasoning(judge, rows, monkeypatch):
+    """--direct: nothing is sampled; P(A) is the next-token probability of the letter after
+    'Verdict:' under the prompt, and the likelier letter is each order's verdict."""
+    import torch
+
+    from data.tokens import encode_prompt
+
+    direct = Judge(judge.model, judge.tokenizer, max_new_tokens=64, direct=True)
+    monkeypatch.setattr(direct.sampler, "generate", lambda *a, **k: pytest.fail("a direct judge samples nothing"))
+    judged = direct.compare_batch(rows[:4])
+    tok = judge.tokenizer
+    with_a, with_b = (tok(f"Verdict: {x}", add_special_tokens=False)["input_ids"] for x in "AB")
+    split = next(i for i, (x, y) in enumerate(zip(with_a, with_b)) if x != y)
+    for j in judged:
+        for order in j.orders:
+            ids = torch.tensor([encode_prompt(tok, order["prompt"]) + with_a[:split]])
+            with torch.no_grad():
+                logits = judge.model(input_ids=ids).logits[0, -1]
+            p_letter_a = torch.softmax(logits[[with_a[split], with_b[split]]], -1)[0].item()
+            (p_as_given,) = order["p_as"]
+            assert p_as_given == pytest.approx(1 - p_letter_a if order["swapped"] else p_letter_a, abs=1e-4)
+            assert order["written"] == ["A" if p_letter_a >= 0.5 else "B"]
+            assert order["responses"] == [f"Verdict: {order['written'][0]}"]
+        assert j.p_a == pytest.approx(sum(o["p_as"][0] for o in j.orders) / 2)
+
+
 def test_a_judge_that_picks_by_position_gives_no_verdict():
     # confident in each order, for the answer in slot A both times: p_a averages to 0.5
     orders = [{"p_a": 0.9999991, "verdicts": ["A"], "responses": ["... Verdict: A"]},
