@@ -26,21 +26,18 @@ import shutil
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-import torch
 
 from data.benchmarks import comparisons, score_item
 from data.benchmarks import summarize as benchmark_summary
 from data.rewardbench import is_rewardbench, section_scores
 from data.schemas import load_eval_rows
-from data.collate import budget_batches, pad
 from data.templates import judge_prompt_groups, scalar_rm_text, template_ids
-from data.tokens import encode_prompt
 from generate.judge import Judge
 from generate.parsing import majority_verdict
 from generate.backends import build_sampler
 from generate.sampling import SAMPLERS, check_sampling_lengths
 from generate.vllm_sampler import VLLMOptions, require_vllm
-from models.rewards import sequence_rewards
+from models.rewards import scalar_rewards
 from models.loading import ModelArguments, load_model, model_context_length, tokenizer_of
 from utils.config import check_default_inputs, check_settings, parse_args, require, run_main
 from utils.io import DataError, write_json
@@ -103,23 +100,6 @@ def judge_generative(rows, judge: Judge, seed: int) -> list[dict]:
                         "unfinished": sum(not f for o in orders for f in o["finished"]),
                         "prompts_shortened": sum(o["prompt_shortened"] for o in orders)})
     return records
-
-
-@torch.no_grad()
-def scalar_rewards(model, tokenizer, texts: list[str], batch_size: int) -> list[float]:
-    """r of each text (fitted to its budget before), encoded as training encodes it, in batches of
-    similar lengths."""
-    model.eval()
-    device = next(model.parameters()).device
-    ids = [encode_prompt(tokenizer, t) for t in texts]
-    rewards = [0.0] * len(texts)
-    for idx in budget_batches([len(x) for x in ids], batch_size):
-        rows = [ids[i] for i in idx]
-        batch = sequence_rewards(model, pad(rows, tokenizer.pad_token_id).to(device),
-                                 pad([[1] * len(x) for x in rows], 0).to(device))
-        for i, r in zip(idx, batch.tolist()):
-            rewards[i] = r
-    return rewards
 
 
 def judge_scalar(rows, model, tokenizer, args: EvalArguments) -> list[dict]:

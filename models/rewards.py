@@ -10,6 +10,9 @@ from contextlib import contextmanager
 
 import torch
 
+from data.collate import budget_batches, pad
+from data.tokens import encode_prompt
+
 
 def reward_head(model) -> torch.nn.Module:
     """The linear head that scores every position of a sequence-classification model (`score` in
@@ -45,3 +48,20 @@ def sequence_rewards(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     last = (torch.arange(attention_mask.shape[1], device=attention_mask.device) * attention_mask).argmax(-1)
     return per_position[torch.arange(per_position.shape[0], device=per_position.device), last.to(per_position.device),
                         0].float()
+
+
+@torch.no_grad()
+def scalar_rewards(model, tokenizer, texts: list[str], batch_size: int) -> list[float]:
+    """r of each text (fitted to its budget before), encoded as training encodes it, in batches of
+    similar lengths."""
+    model.eval()
+    device = next(model.parameters()).device
+    ids = [encode_prompt(tokenizer, t) for t in texts]
+    rewards = [0.0] * len(texts)
+    for idx in budget_batches([len(x) for x in ids], batch_size):
+        rows = [ids[i] for i in idx]
+        batch = sequence_rewards(model, pad(rows, tokenizer.pad_token_id).to(device),
+                                 pad([[1] * len(x) for x in rows], 0).to(device))
+        for i, r in zip(idx, batch.tolist()):
+            rewards[i] = r
+    return rewards
