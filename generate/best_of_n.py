@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from toy.checker import RIGHT, check_answer
+from utils.bootstrap import mean_interval
 from utils.io import DataError
 
 
@@ -110,13 +111,6 @@ def score_picks(records: list[dict], scores_of) -> list[dict]:
     return out
 
 
-def bootstrap(values: list[float], n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """(mean, 2.5th, 97.5th percentile) in points, questions resampled with replacement."""
-    x = np.asarray(values, dtype=float)
-    means = x[np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
-    return 100 * x.mean(), 100 * np.percentile(means, 2.5), 100 * np.percentile(means, 97.5)
-
-
 def chooser_scores(candidates: list[dict], picks: dict[str, list[dict]]) -> dict[str, dict[int, list[float]]]:
     """{chooser: {n: per-question score}}: 1 when the pick is right (random: the expected value)."""
     right = {c["id"]: [f == RIGHT for f in c["fates"]] for c in candidates}
@@ -142,7 +136,7 @@ def results_table(candidates: list[dict], picks: dict[str, list[dict]]) -> tuple
              "", "| chooser | " + " | ".join(f"n = {n}" for n in n_all) + " |", "|---" * (len(n_all) + 1) + "|"]
     summary = {}
     for name, per_n in scores.items():
-        cells = {n: bootstrap(v) for n, v in per_n.items()}
+        cells = {n: mean_interval(v) for n, v in per_n.items()}
         summary[name] = {str(n): [round(x, 2) for x in c] for n, c in cells.items()}
         shown = (f"{m:.1f} [{lo:.1f}, {hi:.1f}]" for m, lo, hi in cells.values())
         lines.append(f"| {name} | " + " | ".join(shown) + " |")

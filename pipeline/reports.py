@@ -32,15 +32,19 @@ from utils.io import DataError, open_text, read_jsonl
 GFRIEND = "gfriend"
 
 
+def eval_items(path: str) -> list[dict]:
+    """The per-item records of the one eval file in a run_eval.py results file; a .gz file (the
+    records committed under results/) is read as well."""
+    with open_text(path) as f:
+        (rows,) = json.load(f)["items"].values()
+    return rows
+
+
 @functools.lru_cache(maxsize=None)
 def item_scores(path: str) -> dict[str, float]:
     """{item id: score} of the one eval file in a run_eval.py results file (the mean is its accuracy);
-    read once, as the table, its differences and the figure all ask for the same files. A .gz file
-    (the records committed under results/) is read as well."""
-    with open_text(path) as f:
-        items = json.load(f)["items"]
-    (rows,) = items.values()
-    return {str(r["id"]): float(r["correct"]) for r in rows}
+    read once, as the table, its differences and the figure all ask for the same files."""
+    return {str(r["id"]): float(r["correct"]) for r in eval_items(path)}
 
 
 def scores_of(runs: dict, key: str, n: int) -> list[dict[str, float]] | None:

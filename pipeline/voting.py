@@ -14,20 +14,13 @@ Intervals: 95% bootstrap over test items.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-import numpy as np
 
 from generate.parsing import majority_verdict
-from utils.io import DataError, open_text
-
-
-def item_records(path: str) -> list[dict]:
-    """The per-item records of the one eval file in a run_eval.py results file (.json or .json.gz)."""
-    with open_text(path) as f:
-        (rows,) = json.load(f)["items"].values()
-    return rows
+from pipeline.reports import eval_items
+from utils.bootstrap import mean_interval
+from utils.io import DataError
 
 
 def samples_per_order(records: list[dict], path: str) -> int:
@@ -47,23 +40,15 @@ def vote_scores(records: list[dict], k: int) -> tuple[list[float], list[float]]:
     return majority, mean_p
 
 
-def interval(scores: list[float], n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """(mean, 2.5th, 97.5th percentile) in points, items resampled with replacement."""
-    x = np.asarray(scores, dtype=float)
-    draws = np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))
-    means = x[draws].mean(axis=1)
-    return 100 * x.mean(), 100 * np.percentile(means, 2.5), 100 * np.percentile(means, 97.5)
-
-
 def voting_table(named: list[tuple[str, str]], ks: list[int]) -> str:
     lines = ["| judge | k | majority verdict (%) | mean P(better) (%) |", "|---|---|---|---|"]
     for name, path in named:
-        records = item_records(path)
+        records = eval_items(path)
         most = samples_per_order(records, path)
         if min(ks) > most:
             raise DataError(f"{path}: k = {min(ks)} asked, the run sampled {most} per order")
         for k in (k for k in ks if k <= most):  # a greedy or direct judge: its k = 1 row only
-            cells = [f"{m:.1f} [{lo:.1f}, {hi:.1f}]" for m, lo, hi in map(interval, vote_scores(records, k))]
+            cells = [f"{m:.1f} [{lo:.1f}, {hi:.1f}]" for m, lo, hi in map(mean_interval, vote_scores(records, k))]
             lines.append(f"| {name} | {k} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
