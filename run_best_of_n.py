@@ -9,12 +9,15 @@ The policy answers every question a program can check (toy/checker.py: arithmeti
 N times; each generative judge picks by a knockout of pairwise judgments in both orders, each
 scalar judge by its score (the work and its rules: generate/best_of_n.py). Writes
 candidates.jsonl (every answer and whether it is right), picks_<judge>.jsonl, results.json and
-table.md (the accuracy of the picked answer per chooser and n = 2, 4, ..., N, with intervals),
-table.md last. Questions go in fixed chunks, each with its own seed: a stopped run started again
-skips finished chunks, and a judge added later is the only one run.
+table.md (the accuracy of the picked answer per chooser and n = 2, 4, ..., N, with intervals) and
+manifest.json (command, commit, libraries, machine, this sitting's wall time), table.md last.
+Questions go in fixed chunks, each with its own seed: a stopped run started again skips finished
+chunks, and a judge added later is the only one run.
 """
 import gc
 import os
+import sys
+import time
 
 from data.templates import apply_chat, scalar_rm_text
 from generate.best_of_n import (BestOfNArguments, fates_of, knockout, named_paths, results_table, score_picks,
@@ -23,6 +26,8 @@ from generate.judge import Judge
 from generate.sampling import HFSampler
 from models.loading import ModelArguments, load_model, tokenizer_of
 from models.rewards import scalar_rewards
+from pipeline.cache import run_commit
+from pipeline.reports import manifest
 from toy.checker import checkable
 from utils.config import check_settings, parse_args, require, run_main
 from utils.io import DataError, read_jsonl, write_json, write_jsonl
@@ -107,6 +112,7 @@ def judge_picks(state, args: BestOfNArguments, candidates: list[dict], name: str
 
 def main(argv=None) -> None:
     args = parse(argv)
+    started, commit = time.time(), run_commit()
     require(questions=args.questions, output_dir=args.output_dir, policy=args.policy)
     check_settings(args, at_least={"num_candidates": 2, "max_new_tokens": 1, "max_questions": 1,
                                    "judge_max_new_tokens": 1, "judge_max_prompt_length": 1, "scalar_max_length": 2,
@@ -138,6 +144,9 @@ def main(argv=None) -> None:
     table, summary = results_table(candidates, picks)
     write_json(os.path.join(args.output_dir, "results.json"),
                {"policy": args.policy, "judges": {n: p for n, (p, _) in judges.items()}, "accuracy": summary})
+    write_json(os.path.join(args.output_dir, "manifest.json"),
+               manifest({args.seed: round(time.time() - started, 1)}, commit,
+                        argv=["run_best_of_n.py", *(sys.argv[1:] if argv is None else argv)]))
     with open(table_path, "w", encoding="utf-8") as f:
         f.write(table + "\n")
     print(table)

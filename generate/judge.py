@@ -89,18 +89,8 @@ class Judge:
             for prompt, cut in both_orders(self.tokenizer, self.template, r, self.max_prompt_length):
                 prompts.append(prompt)
                 shortened.append(cut)
-        if self.direct:  # no reasoning: the verdict line is the whole response, its letter read, not sampled
-            outs = [[Completion(f"{VERDICT_PREFIX} A", True)] for _ in prompts]
-        else:
-            greedy = self.num_samples == 1
-            outs = self.sampler.generate(prompts, self.num_samples, 0.0 if greedy else self.temperature,
-                                         self.max_new_tokens, seed=seed)
-        letters = [[verdict_position(c.text) for c in completions] for completions in outs]
-        p_letter_a = self.letter_probabilities([(p, c, pos) for p, completions, found in zip(prompts, outs, letters)
-                                                for c, (_, pos) in zip(completions, found)])
-        if self.direct:  # the letter the judge finds likelier is its verdict
-            letters = [[("A" if p >= 0.5 else "B", pos)] for p, [(_, pos)] in zip(p_letter_a, letters)]
-            outs = [[Completion(f"{VERDICT_PREFIX} {v}", True)] for [(v, _)] in letters]
+        outs, letters, p_letter_a = (self._direct_verdicts(prompts) if self.direct
+                                     else self._sampled_verdicts(prompts, seed))
         judgments, k = [], 0
         for i in range(len(rows)):
             orders = []
@@ -118,6 +108,28 @@ class Judge:
                                "verdicts": verdicts, "p_as": ps, "p_a": sum(known) / len(known) if known else None})
             judgments.append(_combine(orders))
         return judgments
+
+    def _sampled_verdicts(self, prompts: list[str], seed: int) -> tuple[list, list, list]:
+        """Each prompt's judgments (greedy at one sample), their written verdicts (letter, position)
+        and P(letter A) at each verdict."""
+        greedy = self.num_samples == 1
+        outs = self.sampler.generate(prompts, self.num_samples, 0.0 if greedy else self.temperature,
+                                     self.max_new_tokens, seed=seed)
+        letters = [[verdict_position(c.text) for c in completions] for completions in outs]
+        return outs, letters, self._letters_p(prompts, outs, letters)
+
+    def _direct_verdicts(self, prompts: list[str]) -> tuple[list, list, list]:
+        """No reasoning: the verdict line is the whole response and its letter is read, not sampled;
+        the letter the judge finds likelier is its verdict."""
+        opened = [[Completion(f"{VERDICT_PREFIX} A", True)] for _ in prompts]
+        found = [[verdict_position(c.text) for c in completions] for completions in opened]
+        p_letter_a = self._letters_p(prompts, opened, found)
+        letters = [[("A" if p >= 0.5 else "B", pos)] for p, [(_, pos)] in zip(p_letter_a, found)]
+        return [[Completion(f"{VERDICT_PREFIX} {v}", True)] for [(v, _)] in letters], letters, p_letter_a
+
+    def _letters_p(self, prompts: list[str], outs: list, letters: list) -> list[float | None]:
+        return self.letter_probabilities([(p, c, pos) for p, completions, found in zip(prompts, outs, letters)
+                                          for c, (_, pos) in zip(completions, found)])
 
     def letter_probabilities(self, judged: list[tuple]) -> list[float | None]:
         """P(letter A) / (P(letter A) + P(letter B)) at each (prompt, completion, verdict position)'s

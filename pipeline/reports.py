@@ -165,8 +165,10 @@ def study_figure(per_seed: list[dict], path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
-def manifest(wall_s: dict[int, float], commit: str | None, stages: dict[int, dict] | None = None) -> dict:
+def manifest(wall_s: dict[int, float], commit: str | None, stages: dict[int, dict] | None = None,
+             argv: list[str] | None = None) -> dict:
     """How a study's numbers were made: enough to trace them and to compare two machines' runs.
+    `argv` is the command (default: this process's).
     `wall_s` is this invocation's time per seed; `stages` every stage behind the table per seed
     (wall seconds over all its attempts, attempts, commit, finished), reused ones included, and
     `stages_wall_s` their sum: the whole cost of a run made across sittings."""
@@ -176,7 +178,7 @@ def manifest(wall_s: dict[int, float], commit: str | None, stages: dict[int, dic
     if os.path.exists("/proc/cpuinfo"):
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    return {"command": shlex.join([os.path.basename(sys.executable), *sys.argv]), "commit": commit,
+    return {"command": shlex.join([os.path.basename(sys.executable), *(argv or sys.argv)]), "commit": commit,
             "code": code_version(), "libraries": library_versions(), "cpu": cpu, "cpu_count": os.cpu_count(),
             "torch_threads": int(threads) if threads.isdigit() else None,
             "wall_s_per_seed": {str(k): v for k, v in wall_s.items()}, "wall_s": round(sum(wall_s.values()), 1),

@@ -70,11 +70,17 @@ def run_seeds(a: PipelineArguments) -> None:
         run.run()
         wall[seed] = round(time.time() - t0, 1)
         stages[seed] = run.stage_log()
+        if not os.path.exists(os.path.join(run.paths["eval"], "table.md")):
+            continue  # trained, not evaluated (--stages without eval): no table to make
         per_seed.append({**{name: read_result(os.path.join(run.paths["eval"], f"{key}.json"))
                             for key, name, _, _ in run.judges()},
                          **{name: read_result(path) for _, name, path in run.round_judges()}})
         with open(os.path.join(run.paths["eval"], "table.md"), encoding="utf-8") as f:
             seed_tables[seed] = f.read()
+    if len(seed_tables) < len(seeds):
+        print(f"No study table: seeds {', '.join(str(s) for s in seeds if s not in seed_tables)} have no evaluation "
+              "(add eval to --stages)", flush=True)
+        return
     folder = write_report(a, study_table(per_seed, seeds, a.eval_split), "table.md", wall, commit, stages)
     for seed, text in seed_tables.items():
         with open(os.path.join(folder, f"seed{seed}.md"), "w", encoding="utf-8") as f:

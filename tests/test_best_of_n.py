@@ -78,6 +78,8 @@ def test_run_best_of_n_end_to_end_resumes_and_adds_a_judge(sft_dir, tiny_model_d
     results = json.loads((out / "results.json").read_text())
     oracle = results["accuracy"]["oracle (pass@n)"]["4"][0]
     assert all(results["accuracy"][c]["4"][0] <= oracle for c in ("sft", "bt", "random pick"))
+    made = json.loads((out / "manifest.json").read_text())
+    assert "run_best_of_n.py" in made["command"] and "--scalar_judges" in made["command"] and made["wall_s"] > 0
 
     bad = run_cli("run_best_of_n.py", *common, "--judges", f"sft={tiny_model_dir}")
     assert bad.returncode != 0 and "the judge named 'sft' was another checkpoint" in bad.stderr

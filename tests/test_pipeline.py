@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from tests.conftest import ROOT, read_jsonl, run_cli
+from tests.conftest import ROOT, read_jsonl, run_cli, run_pipeline_config
 
 @pytest.fixture(scope="module")
 def pipeline(tiny_pipeline):
@@ -134,6 +134,22 @@ def test_settings_that_cannot_be_combined_are_refused_in_one_line():
                             (dict(data_dir=ROOT), "no sft.jsonl .* use --sft_source bootstrap")):
         with pytest.raises(DataError, match=message):
             check_combinations(PipelineArguments(**kwargs))
+
+
+def test_seeds_trained_without_evaluation_finish_without_a_study_table(tmp_path_factory):
+    """A study run in two sittings (train now, evaluate later) must not fail at the table it cannot make."""
+    _, run, stdout = run_pipeline_config(tmp_path_factory, "no_eval", """
+output_dir: {out}
+seeds: "0,1"
+stages: data
+n_sft: 6
+n_prefs: 4
+n_val: 2
+n_test: 4
+study_table: {out}/table.md
+""")
+    assert "No study table: seeds 0, 1 have no evaluation" in stdout
+    assert (run / "seed1" / "data" / "prefs.jsonl").exists() and not (run / "table.md").exists()
 
 
 def test_study_table_mean_and_std_by_hand():
