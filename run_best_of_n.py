@@ -26,11 +26,10 @@ from generate.judge import Judge
 from generate.sampling import HFSampler
 from models.loading import ModelArguments, load_model, tokenizer_of
 from models.rewards import scalar_rewards
-from pipeline.cache import run_commit
-from pipeline.reports import manifest
 from toy.checker import checkable
 from utils.config import check_settings, parse_args, require, run_main
 from utils.io import DataError, read_jsonl, write_json, write_jsonl
+from utils.provenance import manifest, run_commit
 from utils.seed import derive_seed, set_seed
 from utils.sharding import check_fingerprint, process_state, run_in_chunks
 

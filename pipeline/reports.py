@@ -1,6 +1,6 @@
 """What the pipeline reports: a run's results table, a study's table over seeds and its figure, the
-label curve and sweep tables, paired differences with bootstrap intervals, and the manifest that
-says how the numbers were made.
+label curve and sweep tables, and paired differences with bootstrap intervals (the manifest that
+says how the numbers were made: utils/provenance.py).
 
 Label curve: accuracy against the number of labelled pairs, per method, over seeds, and GFRIEND's
 paired differences with a 95% two-level bootstrap interval (seeds, then test items). Sweep: every
@@ -18,15 +18,10 @@ import collections
 import functools
 import json
 import os
-import platform
-import shlex
-import subprocess
 import sys
-import time
 
 import numpy as np
 
-from pipeline.cache import code_version, library_versions
 from utils.io import DataError, open_text, read_jsonl
 
 GFRIEND = "gfriend"
@@ -163,29 +158,6 @@ def study_figure(per_seed: list[dict], path: str) -> None:
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=120)
-
-
-def manifest(wall_s: dict[int, float], commit: str | None, stages: dict[int, dict] | None = None,
-             argv: list[str] | None = None) -> dict:
-    """How a study's numbers were made: enough to trace them and to compare two machines' runs.
-    `argv` is the command (default: this process's).
-    `wall_s` is this invocation's time per seed; `stages` every stage behind the table per seed
-    (wall seconds over all its attempts, attempts, commit, finished), reused ones included, and
-    `stages_wall_s` their sum: the whole cost of a run made across sittings."""
-    threads = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
-                             capture_output=True, text=True).stdout.strip()
-    cpu = platform.processor()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    return {"command": shlex.join([os.path.basename(sys.executable), *(argv or sys.argv)]), "commit": commit,
-            "code": code_version(), "libraries": library_versions(), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "torch_threads": int(threads) if threads.isdigit() else None,
-            "wall_s_per_seed": {str(k): v for k, v in wall_s.items()}, "wall_s": round(sum(wall_s.values()), 1),
-            **({"stages": {str(k): v for k, v in stages.items()},
-                "stages_wall_s": round(sum(r["wall_s"] or 0 for v in stages.values() for r in v.values()), 1)}
-               if stages else {}),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
 def label_curve_table(runs: dict, counts: list[int], judges: list[tuple[str, str]], split: str) -> str:

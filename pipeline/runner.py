@@ -16,7 +16,8 @@ import time
 from dataclasses import replace
 
 from pipeline.arguments import PipelineArguments
-from pipeline.cache import StageRecord, code_version, decide, digest, library_versions
+from pipeline.cache import StageRecord, decide, digest
+from utils.provenance import code_version, library_versions
 from pipeline.reports import read_result, results_table
 from pipeline.stages import (ALL_STAGES, JUDGES, STAGES, data_of, flags_of, judge_name, module_of, script, settings_of,
                              upstream_of)

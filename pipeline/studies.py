@@ -15,12 +15,12 @@ import time
 from dataclasses import dataclass, field, replace
 
 from pipeline.arguments import PipelineArguments
-from pipeline.cache import run_commit
-from pipeline.reports import (label_curve_figure, label_curve_table, manifest, read_result, study_figure, study_table,
+from pipeline.reports import (label_curve_figure, label_curve_table, read_result, study_figure, study_table,
                               sweep_table)
 from pipeline.runner import SeedRun
 from pipeline.stages import JUDGES, PAIR_SETTINGS, SHARED_STAGES, judge_name
 from utils.io import DataError, write_json
+from utils.provenance import manifest, run_commit
 
 
 @dataclass

@@ -8,7 +8,8 @@ the same judgments (k = 1 sampled, not greedy: the greedy judge is its own row o
 - majority: each order's most frequent readable verdict among its k samples (a tie or nothing
   readable is wrong), each order counting half, as run_eval.py's accuracy;
 - mean P: the mean of P(better answer) over the k samples of both orders (a sample with no readable
-  verdict has none and is left out); right when above 0.5, wrong at or below it or with none.
+  verdict has none and is left out); right when at least TIE (1e-3) above 0.5, as the Judge's own
+  verdict; within TIE of 0.5, below it, or with none, wrong.
 Intervals: 95% bootstrap over test items.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ import argparse
 import sys
 
 
-from generate.parsing import majority_verdict
+from generate.parsing import TIE, majority_verdict
 from pipeline.reports import eval_items
 from utils.bootstrap import mean_interval
 from utils.io import DataError
@@ -36,7 +37,7 @@ def vote_scores(records: list[dict], k: int) -> tuple[list[float], list[float]]:
     for r in records:
         majority.append(sum(majority_verdict(o["verdicts"][:k]) == o["pos_slot"] for o in r["orders"]) / 2)
         ps = [p for o in r["orders"] for p in o["p_pos_samples"][:k] if p is not None]
-        mean_p.append(float(bool(ps) and sum(ps) / len(ps) > 0.5))
+        mean_p.append(float(bool(ps) and sum(ps) / len(ps) - 0.5 >= TIE))
     return majority, mean_p
 
 

@@ -89,7 +89,8 @@ def test_a_stage_reruns_exactly_when_what_produced_it_changed(pipeline):
 
 
 def test_settings_are_what_the_script_parses_compared_as_values_and_code_by_what_a_stage_imports():
-    from pipeline.cache import source_files, why_changed
+    from pipeline.cache import why_changed
+    from utils.provenance import source_files
     from pipeline.stages import command, settings_of
 
     yaml_lr = settings_of(command("run_m_dpo", "--config", "configs/mdpo_demo.yaml"))
@@ -170,7 +171,7 @@ def test_study_table_mean_and_std_by_hand():
 def test_the_commit_is_marked_changed_by_code_not_by_the_studies_own_tables(tmp_path, monkeypatch):
     import subprocess
 
-    import pipeline.cache as cache
+    import utils.provenance as provenance
 
     def git(*args):
         subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
@@ -182,20 +183,19 @@ def test_the_commit_is_marked_changed_by_code_not_by_the_studies_own_tables(tmp_
     git("init", "-q")
     git("add", "-A")
     git("commit", "-q", "-m", "first")
-    monkeypatch.setattr(cache, "ROOT", str(tmp_path))
-    clean = cache.git_commit()
+    monkeypatch.setattr(provenance, "ROOT", str(tmp_path))
+    clean = provenance.git_commit()
     assert len(clean) == 40
     (tmp_path / "results" / "table.md").write_text("a study rewrote its table\n")
-    assert cache.git_commit() == clean
+    assert provenance.git_commit() == clean
     (tmp_path / "code.py").write_text("x = 2\n")
-    assert cache.git_commit() == clean + "+changes"
+    assert provenance.git_commit() == clean + "+changes"
 
 
 def test_a_study_manifest_says_how_its_numbers_were_made():
     import torch
 
-    from pipeline.reports import manifest
-    from pipeline.cache import git_commit
+    from utils.provenance import git_commit, manifest
 
     stages = {0: {"sft": {"wall_s": 10.0, "commit": "a"}, "n50/eval": {"wall_s": 2.5, "commit": "b"}},
               1: {"sft": {"wall_s": 28.0, "commit": "a"}}}

@@ -26,6 +26,10 @@ def test_votes_by_majority_and_by_mean_probability_on_crafted_records():
     assert majority == [0.5, 0.0] and mean_p == [1.0, 0.0]  # (0.4 + 0.9 + 0.7 + 0.6) / 4; (0.6 + 0.1) / 2
     majority, mean_p = vote_scores(records, 3)
     assert majority == [1.0, 0.0] and mean_p == [1.0, 0.0]
+    # a judge sure of one letter in both orders (P(A) 0.99999 and 0.99998): a mean of 0.500005 is no
+    # preference, as the Judge's own verdict (within TIE of 0.5), so wrong
+    sure = [_item([("A", ["A"], [0.99999]), ("B", ["A"], [1 - 0.99998])])]
+    assert vote_scores(sure, 1) == ([0.5], [0.0])
 
 
 def test_a_k_sample_eval_gives_the_voting_table_and_the_direct_judge_a_row(sft_dir, synthetic_dir, tmp_path, capsys):
