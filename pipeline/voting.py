@@ -42,7 +42,7 @@ def vote_scores(records: list[dict], k: int) -> tuple[list[float], list[float]]:
 
 
 def voting_table(named: list[tuple[str, str]], ks: list[int]) -> str:
-    lines = ["| judge | k | majority verdict (%) | mean P(better) (%) |", "|---|---|---|---|"]
+    lines = ["| judge | k | test pairs | majority verdict (%) | mean P(better) (%) |", "|---|---|---|---|---|"]
     for name, path in named:
         records = eval_items(path)
         most = samples_per_order(records, path)
@@ -50,7 +50,7 @@ def voting_table(named: list[tuple[str, str]], ks: list[int]) -> str:
             raise DataError(f"{path}: k = {min(ks)} asked, the run sampled {most} per order")
         for k in (k for k in ks if k <= most):  # a greedy or direct judge: its k = 1 row only
             cells = [f"{m:.1f} [{lo:.1f}, {hi:.1f}]" for m, lo, hi in map(mean_interval, vote_scores(records, k))]
-            lines.append(f"| {name} | {k} | {cells[0]} | {cells[1]} |")
+            lines.append(f"| {name} | {k} | {len(records)} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
 

@@ -45,7 +45,8 @@ def test_a_k_sample_eval_gives_the_voting_table_and_the_direct_judge_a_row(sft_d
     assert all(len(o["p_pos_samples"]) == 3 for it in items for o in it["orders"])
     voting(["--ks", "1,3", f"sampled={sampled}", f"direct={direct}"])
     out = capsys.readouterr().out
-    majority3 = [float(row.split("|")[3].split()[0]) for row in out.splitlines() if row.startswith("| sampled | 3 |")]
+    majority3 = [float(row.split("|")[4].split()[0]) for row in out.splitlines()
+                 if row.startswith("| sampled | 3 | 12 |")]
     assert majority3 == [pytest.approx(100 * sum(it["correct"] for it in items) / len(items), abs=0.05)]
     assert "| direct | 1 |" in out and "| direct | 3 |" not in out  # the direct judge: one letter per order
     with pytest.raises(SystemExit, match="k = 3 asked, the run sampled 1 per order"):
