@@ -55,33 +55,3 @@ def test_a_recipe_is_consistent_across_its_stages(recipe, tmp_path):
     model = stages["sft"]["model_name_or_path"]
     assert model.startswith(("meta-llama/", "Qwen/"))
 
-
-STUDIES = sorted(glob.glob(os.path.join(ROOT, "configs", "studies", "*.yaml")))
-
-
-@pytest.mark.parametrize("study", STUDIES, ids=os.path.basename)
-def test_a_study_config_parses_and_every_sweep_it_shows_names_real_flags(study, tmp_path):
-    """A study runs for hours before its M-DPO stage would reject a misspelt sweep flag: the config's
-    sweep and every `--sweep "..."` its comments give must build variants the trainer and refinement
-    accept, from the config's own recipes."""
-    import re
-    from dataclasses import replace
-
-    import run_m_dpo
-    import run_preference_refinement
-    from pipeline.arguments import PipelineArguments, check_combinations
-    from pipeline.studies import sweep_variants
-    from utils.config import parse_args
-
-    (a,) = parse_args((PipelineArguments,), ["--config", study])
-    check_combinations(a)
-    with open(study, encoding="utf-8") as f:
-        shown = re.findall(r'--sweep "([^"]+)"', f.read())
-    for sweep in filter(None, [a.sweep, *shown]):
-        variants = sweep_variants(replace(a, sweep=sweep, stages="refine,mdpo,eval", evaluate_base=False))
-        assert variants
-        for v in variants:
-            run_m_dpo.parse(["--config", os.path.join(ROOT, a.mdpo_config), "--output_dir", str(tmp_path),
-                             *v.mdpo_flags])
-            if v.refine_flags:
-                run_preference_refinement.parse(["--config", os.path.join(ROOT, a.refine_config), *v.refine_flags])
