@@ -20,8 +20,8 @@ import os
 import time
 
 from utils.fingerprint import changed_keys
-from utils.provenance import run_commit
 from utils.io import write_json
+from utils.provenance import run_commit
 
 RECORD = "stage.json"
 
