@@ -7,7 +7,9 @@ instead of sampling again (refinement's --samples_from).
 """
 from __future__ import annotations
 
+import gzip
 import itertools
+import json
 import os
 import re
 import shlex
@@ -19,8 +21,11 @@ from pipeline.reports import (label_curve_figure, label_curve_table, read_result
                               sweep_table)
 from pipeline.runner import SeedRun
 from pipeline.stages import JUDGES, PAIR_SETTINGS, SHARED_STAGES, judge_name
-from utils.io import DataError, write_json
+from utils.io import DataError, open_text, write_json
 from utils.provenance import manifest, run_commit
+
+
+SWEPT_STAGES = ("refine", "mdpo", "rft", "bt", "grpo", "eval")  # the stages a sweep flag may name: their <stage>_args
 
 
 @dataclass
@@ -28,8 +33,7 @@ class Variant:
     """One run of a label curve or sweep within a seed: its labels, extra flags and folder."""
     name: str
     n: int
-    refine_flags: list[str] = field(default_factory=list)
-    mdpo_flags: list[str] = field(default_factory=list)
+    flags: dict[str, list[str]] = field(default_factory=dict)  # added to the stage's <stage>_args, per stage
     rounds: int = 1
     folder: str = None
 
@@ -45,16 +49,37 @@ def seeds_of(a: PipelineArguments) -> list[int]:
 
 
 def write_report(a: PipelineArguments, table: str, default_name: str, wall: dict, commit: str | None,
-                 stages: dict | None = None) -> str:
-    """The table (study_table, or output_dir/default_name) with a manifest beside it; returns their folder."""
+                 stages: dict | None = None, records: dict | None = None) -> str:
+    """The table (study_table, or output_dir/default_name) with a manifest beside it, and the
+    evaluation records it was made from ({seed: {name: eval file}}) under records/seedS/; returns
+    their folder."""
     out = a.study_table or os.path.join(a.output_dir, default_name)
     folder = os.path.dirname(os.path.abspath(out))
     os.makedirs(folder, exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:
         f.write(table + "\n")
     write_json(os.path.join(folder, "manifest.json"), manifest(wall, commit, stages))
+    for seed, files in (records or {}).items():
+        for name, path in files.items():
+            keep_record(path, os.path.join(folder, "records", f"seed{seed}", name))
     print("\n" + table, flush=True)
     return folder
+
+
+def keep_record(src: str, dst: str) -> None:
+    """A run_eval.py results file gzip'd at dst (.json.gz), its prompts left out (the data rebuilds them):
+    per item and order every verdict, its rightness and P(A better), so anyone recomputes a study's
+    numbers, intervals over seeds included (`python -m pipeline.reports diff`), from committed files."""
+    with open_text(src) as f:
+        result = json.load(f)
+    for items in result.get("items", {}).values():
+        for item in items:
+            for order in item.get("orders", []):
+                order.pop("prompt", None)
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    with open(dst + ".tmp", "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as z:
+        z.write(json.dumps(result, ensure_ascii=False).encode("utf-8"))  # mtime 0: the same records, the same bytes
+    os.replace(dst + ".tmp", dst)
 
 
 def run_seeds(a: PipelineArguments) -> None:
@@ -62,7 +87,7 @@ def run_seeds(a: PipelineArguments) -> None:
     tables and a manifest of how they were made, beside the table."""
     seeds = seeds_of(a)
     commit = run_commit()  # before the study rewrites its own tracked tables and figure
-    per_seed, seed_tables, wall, stages = [], {}, {}, {}
+    per_seed, seed_tables, wall, stages, records = [], {}, {}, {}, {}
     for seed in seeds:
         print(f"===== seed {seed} =====", flush=True)
         t0 = time.time()
@@ -72,16 +97,17 @@ def run_seeds(a: PipelineArguments) -> None:
         stages[seed] = run.stage_log()
         if not os.path.exists(os.path.join(run.paths["eval"], "table.md")):
             continue  # trained, not evaluated (--stages without eval): no table to make
-        per_seed.append({**{name: read_result(os.path.join(run.paths["eval"], f"{key}.json"))
-                            for key, name, _, _ in run.judges()},
-                         **{name: read_result(path) for _, name, path in run.round_judges()}})
+        judges = [(key, name, os.path.join(run.paths["eval"], f"{key}.json")) for key, name, *_ in run.judges()]
+        judges += run.round_judges()
+        per_seed.append({name: read_result(path) for _, name, path in judges})
+        records[seed] = {f"{key}.json.gz": path for key, _, path in judges}
         with open(os.path.join(run.paths["eval"], "table.md"), encoding="utf-8") as f:
             seed_tables[seed] = f.read()
     if len(seed_tables) < len(seeds):
         print(f"No study table: seeds {', '.join(str(s) for s in seeds if s not in seed_tables)} have no evaluation "
               "(add eval to --stages)", flush=True)
         return
-    folder = write_report(a, study_table(per_seed, seeds, a.eval_split), "table.md", wall, commit, stages)
+    folder = write_report(a, study_table(per_seed, seeds, a.eval_split), "table.md", wall, commit, stages, records)
     for seed, text in seed_tables.items():
         with open(os.path.join(folder, f"seed{seed}.md"), "w", encoding="utf-8") as f:
             f.write(text)
@@ -118,7 +144,7 @@ def run_label_curve(a: PipelineArguments) -> None:
               if key == "sft" or (key != "base" and stage in stages)]
     judges += [(key, name) for key, name, _ in SeedRun(a).round_judges()]
     write_report(a, label_curve_table(runs, counts, judges, a.eval_split), "label_curve.md", wall, commit,
-                 {seed: r["stages"] for seed, r in runs.items()})
+                 {seed: r["stages"] for seed, r in runs.items()}, {seed: r["records"] for seed, r in runs.items()})
     if a.study_figure:
         label_curve_figure(runs, counts, judges, a.study_figure)
 
@@ -132,7 +158,7 @@ def run_sweep(a: PipelineArguments) -> None:
     judges = [(key, judge_name(a, key)) for key, _, stage, _ in JUDGES
               if key not in ("sft", "base") and stage in stages]
     write_report(a, sweep_table(runs, [v.name for v in variants], judges, a.eval_split), "sweep.md", wall, commit,
-                 {seed: r["stages"] for seed, r in runs.items()})
+                 {seed: r["stages"] for seed, r in runs.items()}, {seed: r["records"] for seed, r in runs.items()})
 
 
 def run_variants(a: PipelineArguments, variants: list[Variant]) -> tuple[dict, dict, str | None]:
@@ -152,7 +178,8 @@ def variant_runs(a: PipelineArguments, seed: int, out: str, variants: list[Varia
     """The shared stages of one seed once (and the SFT judge's evaluation), then every other
     stage once per variant (a number of labels, extra flags) in out/<variant dir>, from the same
     SFT judge; the variants after the first take its judgments instead of sampling again.
-    Returns {"sft": eval file, "per": {variant name: {judge key: eval file}}, "stages": their records}."""
+    Returns {"sft": eval file, "per": {variant name: {judge key: eval file}}, "stages": their records,
+    "records": {name under records/seedS/: eval file}}."""
     stages = a.stage_list()
     shared = [s for s in stages if s in SHARED_STAGES]
     base = SeedRun(replace(a, seeds=None, label_counts=None, sweep=None, seed=seed, output_dir=out,
@@ -166,8 +193,8 @@ def variant_runs(a: PipelineArguments, seed: int, out: str, variants: list[Varia
         data_dir = labelled_subset(base.paths["data"], os.path.join(sub_out, "data"), v.n, a.eval_split)
         sub = SeedRun(replace(a, seeds=None, label_counts=None, sweep=None, seed=seed, output_dir=sub_out,
                               data_dir=data_dir, sft_model=base.paths["sft"], samples_from=first, rounds=v.rounds,
-                              refine_args=shlex.join([*shlex.split(a.refine_args), *v.refine_flags]),
-                              mdpo_args=shlex.join([*shlex.split(a.mdpo_args), *v.mdpo_flags]),
+                              **{f"{stage}_args": shlex.join([*shlex.split(getattr(a, f"{stage}_args")), *flags])
+                                 for stage, flags in v.flags.items()},
                               stages=",".join(rest)), evaluate_sft=False)
         sub.run()
         if "refine" in rest and first is None:
@@ -175,13 +202,17 @@ def variant_runs(a: PipelineArguments, seed: int, out: str, variants: list[Varia
         per[v.name] = {**{key: os.path.join(sub.paths["eval"], f"{key}.json") for key, *_ in sub.judges()},
                        **{key: path for key, _, path in sub.round_judges()}}
         log.update(sub.stage_log(prefix=f"{v.folder}/"))
-    return {"sft": os.path.join(base.paths["eval"], "sft.json"), "per": per, "stages": log}
+    sft = os.path.join(base.paths["eval"], "sft.json")
+    files = {"sft.json.gz": sft, **{os.path.join(v.folder, f"{key}.json.gz"): path
+                                    for v in variants for key, path in per[v.name].items()}}
+    return {"sft": sft, "per": per, "stages": log, "records": files}
 
 
 def sweep_variants(a: PipelineArguments) -> list[Variant]:
     """The grid of --sweep, 'flag=v1,v2; flag=v1,v2' (a value with spaces is several tokens:
     'loss_weights=1 4,1 16'): refinement's pair-building flags go to refinement (the judgments
-    are reused), every other flag to the trainers."""
+    are reused), a flag named stage.flag to that stage alone (bt.learning_rate: the BT model's, so
+    each baseline is tuned on its own grid), every other flag to M-DPO's trainer (M-DPO, plain DPO, RFT)."""
     axes = []
     for part in (p.strip() for p in a.sweep.split(";")):
         flag, sep, values = part.partition("=")
@@ -192,13 +223,25 @@ def sweep_variants(a: PipelineArguments) -> list[Variant]:
         raise DataError("--sweep needs the eval stage")
     variants = []
     for combo in itertools.product(*axes):
-        flags = {"refine": [], "mdpo": []}
+        flags = {}
         for flag, value in combo:
-            flags["refine" if flag in PAIR_SETTINGS else "mdpo"] += [f"--{flag}", *value.split()]
+            stage, flag = sweep_target(flag)
+            flags.setdefault(stage, []).extend([f"--{flag}", *value.split()])
         name = " ".join(f"{flag}={value}" for flag, value in combo)
-        variants.append(Variant(name, a.n_prefs, refine_flags=flags["refine"], mdpo_flags=flags["mdpo"],
+        variants.append(Variant(name, a.n_prefs, flags=flags,
                                 folder=os.path.join("sweep", re.sub(r"[^A-Za-z0-9._]+", "-", name))))
     return variants
+
+
+def sweep_target(flag: str) -> tuple[str, str]:
+    """(stage whose <stage>_args take it, flag) for one --sweep flag."""
+    stage, dot, name = flag.partition(".")
+    if not dot:
+        return ("refine" if flag in PAIR_SETTINGS else "mdpo"), flag
+    if stage not in SWEPT_STAGES or not name:
+        raise DataError(f"--sweep flag {flag!r}: a stage-scoped flag is stage.flag with stage one of "
+                        f"{', '.join(SWEPT_STAGES)}")
+    return stage, name
 
 
 def labelled_subset(src: str, dst: str, n: int, split: str) -> str:

@@ -89,6 +89,10 @@ def test_the_curve_table_reports_each_method_and_gfriends_paired_differences(cur
     assert row.endswith("|") and row.count("[") == 2 and f"{gf - sft:+.1f} [" in row.split("|")[-2]
     assert "| GFRIEND − RFT (16×NLL) |" in table and "| GFRIEND − GRPO judge (verdict reward) |" in table
     assert (run / "curve.png").stat().st_size > 10_000
+    records = {"sft": "eval/sft.json", "n6/gfriend": "n6/eval/gfriend.json", "n12/rft": "n12/eval/rft.json",
+               "n12/gfriend_r2": "n12/round2/eval/gfriend.json"}
+    for name, source in records.items():  # every number's records beside the table
+        assert item_scores(str(run / "records" / "seed0" / f"{name}.json.gz")) == item_scores(str(run / source))
     manifest = json.loads((run / "manifest.json").read_text())
     assert list(manifest["wall_s_per_seed"]) == ["0"]
 
@@ -104,21 +108,30 @@ def test_a_sweep_runs_every_setting_from_the_same_sft_judge_and_judgments(curve)
     cfg, run, _ = curve
     proc = run_cli("run_pipeline.py", "--config", str(cfg), "--label_counts", "", "--rounds", "1",
                    "--stages", "data,refine,mdpo,rft,eval",  # the GRPO judge does not read refinement's levels
-                   "--sweep", "threshold=median,q0.3", "--study_table", str(run / "sweep.md"))
+                   "--sweep", "threshold=median,q0.3; rft.max_steps=1", "--study_table", str(run / "sweep.md"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     said = [line for line in proc.stdout.splitlines() if line.startswith(("[tiny]", "[data]", "[sft]"))]
     assert said and all("] reused" in line for line in said), said  # the label curve's SFT judge
-    median, q03 = run / "sweep" / "threshold-median", run / "sweep" / "threshold-q0.3"
+    median, q03 = run / "sweep" / "threshold-median-rft.max_steps-1", run / "sweep" / "threshold-q0.3-rft.max_steps-1"
     a, b = read_jsonl(median / "refine" / "samples.jsonl"), read_jsonl(q03 / "refine" / "samples.jsonl")
     assert [r["response"] for r in a] == [r["response"] for r in b]  # judged once, levels rebuilt
     stats = json.loads((q03 / "refine" / "stats.json").read_text())
     scores = sorted(r["score"] for r in b)
     assert scores[int(0.3 * len(scores)) - 1] <= stats["threshold"] <= scores[int(0.3 * len(scores)) + 1]
     assert str(q03 / "refine" / "pairs.jsonl") in (q03 / "mdpo" / "run_config.yaml").read_text()
+    # a stage-scoped flag reaches that stage alone, after the flags every trainer shares
+    assert "max_steps: 1\n" in (q03 / "rft" / "run_config.yaml").read_text()
+    assert "max_steps: 2\n" in (q03 / "mdpo" / "run_config.yaml").read_text()
     table = (run / "sweep.md").read_text()
     gf = 100 * sum(item_scores(str(q03 / "eval" / "gfriend.json")).values()) / 12
-    assert f"| threshold=q0.3 | GFRIEND (M-DPO + 16×NLL) | {gf:.1f} | {gf:.1f} ± 0.0 |" in table
-    assert "| (none) | SFT judge |" in table and "| threshold=median | RFT (16×NLL) |" in table
+    assert f"| threshold=q0.3 rft.max_steps=1 | GFRIEND (M-DPO + 16×NLL) | {gf:.1f} | {gf:.1f} ± 0.0 |" in table
+    assert "| (none) | SFT judge |" in table and "| threshold=median rft.max_steps=1 | RFT (16×NLL) |" in table
+    # the table's records beside it, prompts left out, give the same per-item scores
+    record = run / "records" / "seed0" / q03.relative_to(run) / "gfriend.json.gz"
+    assert item_scores(str(record)) == item_scores(str(q03 / "eval" / "gfriend.json"))
+    with gzip.open(record, "rt") as f:
+        orders = [o for item in next(iter(json.load(f)["items"].values())) for o in item["orders"]]
+    assert orders and all("prompt" not in o and o["verdicts"] for o in orders)
 
 
 def test_a_sweep_grid_sends_pair_settings_to_refinement_and_the_rest_to_the_trainers():
@@ -130,12 +143,20 @@ def test_a_sweep_grid_sends_pair_settings_to_refinement_and_the_rest_to_the_trai
                                                 sweep="threshold=median,q0.3; alpha=1, 2"))
     assert [v.name for v in variants] == ["threshold=median alpha=1", "threshold=median alpha=2",
                                           "threshold=q0.3 alpha=1", "threshold=q0.3 alpha=2"]
-    assert variants[2].refine_flags == ["--threshold", "q0.3"] and variants[2].mdpo_flags == ["--alpha", "1"]
+    assert variants[2].flags == {"refine": ["--threshold", "q0.3"], "mdpo": ["--alpha", "1"]}
     assert variants[3].folder == os.path.join("sweep", "threshold-q0.3-alpha-2")
     nll = sweep_variants(PipelineArguments(stages="mdpo,eval", sweep="loss_weights=1.0 4.0,0.0 16.0"))
-    assert nll[1].mdpo_flags == ["--loss_weights", "0.0", "16.0"] and nll[1].folder.endswith("loss_weights-0.0-16.0")
+    assert nll[1].flags == {"mdpo": ["--loss_weights", "0.0", "16.0"]}
+    assert nll[1].folder.endswith("loss_weights-0.0-16.0")
     scores = sweep_variants(PipelineArguments(stages="refine,mdpo,eval", sweep="score=ppl,verdict_prob,agreement"))
-    assert [v.refine_flags for v in scores] == [["--score", s] for s in ("ppl", "verdict_prob", "agreement")]
+    assert [v.flags for v in scores] == [{"refine": ["--score", s]} for s in ("ppl", "verdict_prob", "agreement")]
+    # a baseline's own grid: bt.flag goes to the BT model alone, rft.flag to RFT after M-DPO's flags
+    tuned = sweep_variants(PipelineArguments(stages="bt,eval",
+                                             sweep="bt.learning_rate=3e-4,1e-3; rft.num_train_epochs=2"))
+    assert tuned[1].flags == {"bt": ["--learning_rate", "1e-3"], "rft": ["--num_train_epochs", "2"]}
+    assert tuned[1].name == "bt.learning_rate=1e-3 rft.num_train_epochs=2"
+    with pytest.raises(DataError, match="stage-scoped flag is stage.flag"):
+        sweep_variants(PipelineArguments(stages="eval", sweep="sft.learning_rate=1e-4"))
     with pytest.raises(DataError, match="--sweep must look like"):
         sweep_variants(PipelineArguments(stages="eval", sweep="alpha"))
 
@@ -196,8 +217,10 @@ def test_the_diff_table_shows_each_seeds_difference(tmp_path):
                                                  glob.glob(os.path.join(ROOT, "configs", "studies", "*.yaml")))])
 def test_the_pipeline_configs_parse_and_plan(name, monkeypatch):
     import re
+    import shlex
     from dataclasses import replace
 
+    import run_bt_baseline
     import run_m_dpo
     import run_preference_refinement
     from pipeline.arguments import PipelineArguments, check_combinations
@@ -224,9 +247,14 @@ def test_the_pipeline_configs_parse_and_plan(name, monkeypatch):
         shown = re.findall(r'--sweep "([^"]+)"', f.read())
     for sweep in filter(None, [a.sweep, *shown]):
         for v in sweep_variants(replace(a, sweep=sweep, stages="refine,mdpo,eval", evaluate_base=False)):
-            run_m_dpo.parse(["--config", a.mdpo_config, "--output_dir", "unused", *v.mdpo_flags])
-            if v.refine_flags:
-                run_preference_refinement.parse(["--config", a.refine_config, *v.refine_flags])
+            run_m_dpo.parse(["--config", a.mdpo_config, "--output_dir", "unused", *v.flags.get("mdpo", [])])
+            if "refine" in v.flags:
+                run_preference_refinement.parse(["--config", a.refine_config, *v.flags["refine"]])
+            if "bt" in v.flags:
+                run_bt_baseline.parse(["--config", a.bt_config, *v.flags["bt"]])
+            if "rft" in v.flags:
+                run_m_dpo.parse(["--config", a.mdpo_config, "--output_dir", "unused", *v.flags.get("mdpo", []),
+                                 *shlex.split(a.rft_args), *v.flags["rft"]])
     if name == "studies/real_model.yaml":  # the real-model study: the CPU recipe, the base model as a zero-shot judge
         assert a.evaluate_base and [k for k, *_ in run.judges()][:2] == ["base", "sft"]
         assert all("smollm2-135m" in c for c in (a.sft_config, a.refine_config, a.mdpo_config, a.bt_config))

@@ -153,6 +153,35 @@ study_table: {out}/table.md
     assert (run / "seed1" / "data" / "prefs.jsonl").exists() and not (run / "table.md").exists()
 
 
+def test_a_seed_study_keeps_the_records_of_every_number_beside_its_table(tmp_path_factory, tiny_pipeline):
+    """The table's evaluation records go beside it, so its numbers (and intervals over seeds) are
+    recomputed from committed files: `pipeline.reports diff` reads them as it reads the run's own."""
+    from pipeline.reports import item_scores, main as report
+
+    _, pipe, _ = tiny_pipeline
+    _, run, stdout = run_pipeline_config(tmp_path_factory, "seed_records", """
+output_dir: {out}
+seeds: "0,1"
+base_model: {pipe}/tiny-base
+sft_model: {pipe}/sft
+evaluate_base: true
+stages: data,eval
+n_sft: 6
+n_prefs: 4
+n_val: 2
+n_test: 4
+eval_args: "--max_new_tokens 16"
+study_table: {out}/table.md
+""", pipe=pipe)
+    for seed in (0, 1):
+        for key in ("base", "sft"):
+            record = run / "records" / f"seed{seed}" / f"{key}.json.gz"
+            assert item_scores(str(record)) == item_scores(str(run / f"seed{seed}" / "eval" / f"{key}.json"))
+    assert (run / "seed1.md").read_text() == (run / "seed1" / "eval" / "table.md").read_text()
+    report(["diff", "--seeds", "0,1", f"SFT={run}/records/seed{{seed}}/sft.json.gz",
+            f"base={run}/records/seed{{seed}}/base.json.gz"])
+
+
 def test_study_table_mean_and_std_by_hand():
     from pipeline.reports import study_table
 
