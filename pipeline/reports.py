@@ -221,8 +221,9 @@ def label_curve_figure(runs: dict, counts: list[int], judges: list[tuple[str, st
     fig.savefig(path, dpi=120)
 
 
-def sweep_table(runs: dict, settings: list[str], judges: list[tuple[str, str]], split: str) -> str:
-    """Markdown: each setting's accuracy per judge, per seed and mean ± std (choose on val)."""
+def sweep_table(runs: dict, judges: dict[str, list[tuple[str, str]]], split: str) -> str:
+    """Markdown: each setting's accuracy per judge, per seed and mean ± std (choose on val); `judges`
+    gives per setting its judges' (key, name), a name saying the loss that setting ran."""
     seeds = list(runs)
     n_items = len(scores_of(runs, "sft", None)[0])
     lines = [f"Accuracy (%) on {n_items} held-out {split} pairs, both answer orders, for each setting.", "",
@@ -230,8 +231,8 @@ def sweep_table(runs: dict, settings: list[str], judges: list[tuple[str, str]], 
              "|---" * (len(seeds) + 3) + "|"]
     sft = [accuracy(s) for s in scores_of(runs, "sft", None)]
     lines.append("| (none) | SFT judge | " + " | ".join(f"{a:.1f}" for a in sft) + f" | {_mean_std(sft)} |")
-    for setting in settings:
-        for key, name in judges:
+    for setting, named in judges.items():
+        for key, name in named:
             cells = scores_of(runs, key, setting)
             if cells is None:
                 continue

@@ -135,11 +135,11 @@ def _trainer(stage: str) -> Callable:
 @lru_cache(maxsize=64)
 def loss_name(flags: tuple[str, ...]) -> str:
     """What a trainer run's loss is, from its settings as run_m_dpo.py reads them:
-    "M-DPO + 16×NLL", "plain DPO + 16×NLL", "16×NLL"."""
+    "M-DPO + 16×NLL", "plain DPO + 16×NLL", "16×NLL", "M-DPO" (NLL weight 0)."""
     cfg = script("run_m_dpo").parse(list(flags))[-1]
     terms, parts = cfg.loss_term_weights, []
     for term, name in (("sigmoid", "M-DPO" if cfg.weighting != "none" else "plain DPO"), ("sft", "NLL")):
-        if term in terms:
+        if terms.get(term, 0):  # a term of weight 0 did not run
             parts.append(name if terms[term] == 1 else f"{terms[term]:g}×{name}")
     return " + ".join(parts)
 

@@ -155,9 +155,9 @@ def run_sweep(a: PipelineArguments) -> None:
     variants = sweep_variants(a)
     runs, wall, commit = run_variants(a, variants)
     stages = a.stage_list()
-    judges = [(key, judge_name(a, key)) for key, _, stage, _ in JUDGES
-              if key not in ("sft", "base") and stage in stages]
-    write_report(a, sweep_table(runs, [v.name for v in variants], judges, a.eval_split), "sweep.md", wall, commit,
+    judges = {v.name: [(key, judge_name(with_flags(a, v), key)) for key, _, stage, _ in JUDGES  # the loss that ran
+                       if key not in ("sft", "base") and stage in stages] for v in variants}
+    write_report(a, sweep_table(runs, judges, a.eval_split), "sweep.md", wall, commit,
                  {seed: r["stages"] for seed, r in runs.items()}, {seed: r["records"] for seed, r in runs.items()})
 
 
@@ -191,11 +191,9 @@ def variant_runs(a: PipelineArguments, seed: int, out: str, variants: list[Varia
         sub_out = os.path.join(out, v.folder)
         print(f"----- seed {seed}, {v.name} -----", flush=True)
         data_dir = labelled_subset(base.paths["data"], os.path.join(sub_out, "data"), v.n, a.eval_split)
-        sub = SeedRun(replace(a, seeds=None, label_counts=None, sweep=None, seed=seed, output_dir=sub_out,
-                              data_dir=data_dir, sft_model=base.paths["sft"], samples_from=first, rounds=v.rounds,
-                              **{f"{stage}_args": shlex.join([*shlex.split(getattr(a, f"{stage}_args")), *flags])
-                                 for stage, flags in v.flags.items()},
-                              stages=",".join(rest)), evaluate_sft=False)
+        sub = SeedRun(replace(with_flags(a, v), seeds=None, label_counts=None, sweep=None, seed=seed,
+                              output_dir=sub_out, data_dir=data_dir, sft_model=base.paths["sft"], samples_from=first,
+                              rounds=v.rounds, stages=",".join(rest)), evaluate_sft=False)
         sub.run()
         if "refine" in rest and first is None:
             first = sub.paths["refine"]
@@ -206,6 +204,12 @@ def variant_runs(a: PipelineArguments, seed: int, out: str, variants: list[Varia
     files = {"sft.json.gz": sft, **{os.path.join(v.folder, f"{key}.json.gz"): path
                                     for v in variants for key, path in per[v.name].items()}}
     return {"sft": sft, "per": per, "stages": log, "records": files}
+
+
+def with_flags(a: PipelineArguments, v: Variant) -> PipelineArguments:
+    """The settings `a` with a variant's flags added to each stage's <stage>_args."""
+    return replace(a, **{f"{stage}_args": shlex.join([*shlex.split(getattr(a, f"{stage}_args")), *flags])
+                         for stage, flags in v.flags.items()})
 
 
 def sweep_variants(a: PipelineArguments) -> list[Variant]:

@@ -136,7 +136,8 @@ def test_a_sweep_runs_every_setting_from_the_same_sft_judge_and_judgments(curve)
 
 def test_a_sweep_grid_sends_pair_settings_to_refinement_and_the_rest_to_the_trainers():
     from pipeline.arguments import PipelineArguments
-    from pipeline.studies import sweep_variants
+    from pipeline.stages import judge_name
+    from pipeline.studies import sweep_variants, with_flags
     from utils.io import DataError
 
     variants = sweep_variants(PipelineArguments(stages="sft,refine,mdpo,eval",
@@ -155,6 +156,10 @@ def test_a_sweep_grid_sends_pair_settings_to_refinement_and_the_rest_to_the_trai
                                              sweep="bt.learning_rate=3e-4,1e-3; rft.num_train_epochs=2"))
     assert tuned[1].flags == {"bt": ["--learning_rate", "1e-3"], "rft": ["--num_train_epochs", "2"]}
     assert tuned[1].name == "bt.learning_rate=1e-3 rft.num_train_epochs=2"
+    # each setting's judges are named by the loss that setting ran, a term of weight 0 left out
+    named = PipelineArguments(stages="refine,mdpo,rft,eval", sweep="loss_weights=1.0 0.0,0.5 4.0; weighting=none")
+    assert [judge_name(with_flags(named, v), "gfriend") for v in sweep_variants(named)] == [
+        "GFRIEND (plain DPO)", "GFRIEND (0.5×plain DPO + 4×NLL)"]
     with pytest.raises(DataError, match="stage-scoped flag is stage.flag"):
         sweep_variants(PipelineArguments(stages="eval", sweep="sft.learning_rate=1e-4"))
     with pytest.raises(DataError, match="--sweep must look like"):
