@@ -264,15 +264,19 @@ TRAINERS = ("mdpo", "dpo", "rft")
 
 
 def training_table(runs: list[str]) -> str:
-    """Markdown: per run folder (refine/ plus trainer folders) the pairs and their level gaps, and per
-    trainer the first and last logged chosen/rejected log-probs, reward margin and accuracy, and mean
-    pair weight: what the DPO term and the level weights had to work with, and what they did."""
-    lines = ["| run | pairs | level gaps (count) | trainer | logp chosen | logp rejected | margin | "
-             "reward acc | mean weight |", "|---" * 9 + "|"]
+    """Markdown: per run folder (refine/ plus trainer folders) the pairs, their level gaps and the share
+    whose chosen judgment says A, and per trainer the first and last logged chosen/rejected log-probs,
+    reward margin and accuracy, and mean pair weight: what the DPO term and the level weights had to
+    work with, and what they did."""
+    lines = ["| run | pairs | level gaps (count) | chosen says A | trainer | logp chosen | logp rejected | margin | "
+             "reward acc | mean weight |", "|---" * 10 + "|"]
     for run in runs:
         pairs = read_jsonl(os.path.join(run, "refine", "pairs.jsonl"), required={"gap": (int, float)})
         gaps = collections.Counter(p["gap"] for p in pairs)
-        head = f"| {run} | {sum(gaps.values())} | " + ", ".join(f"{g}: {c}" for g, c in sorted(gaps.items())) + " |"
+        says = [p["chosen_verdict"] for p in pairs if p.get("chosen_verdict") in ("A", "B")]  # a slot the NLL teaches
+        slot = f"{100 * says.count('A') / len(says):.1f}%" if says else "–"
+        head = (f"| {run} | {sum(gaps.values())} | " + ", ".join(f"{g}: {c}" for g, c in sorted(gaps.items())) +
+                f" | {slot} |")
         for stage in TRAINERS:
             state = os.path.join(run, stage, "trainer_state.json")
             if not os.path.exists(state):
@@ -286,7 +290,7 @@ def training_table(runs: list[str]) -> str:
                          f"{a['logps/rejected']:.2f} → {b['logps/rejected']:.2f} | "
                          f"{a['rewards/margins']:.3f} → {b['rewards/margins']:.3f} | {b['rewards/accuracies']:.2f} | "
                          f"{b.get('weights/mean', 1.0):.2f} |")
-            head = "| | | |"
+            head = "| | | | |"
     return "\n".join(lines)
 
 

@@ -294,7 +294,8 @@ def test_the_diff_command_pairs_judges_of_different_runs_item_by_item(tmp_path, 
 def test_the_training_command_reports_level_gaps_and_log_prob_drift(tmp_path, capsys):
     run = tmp_path / "n600"
     (run / "refine").mkdir(parents=True)
-    (run / "refine" / "pairs.jsonl").write_text("".join(json.dumps({"gap": g}) + "\n" for g in [2, 4, 4, 3, 4]))
+    (run / "refine" / "pairs.jsonl").write_text("".join(json.dumps({"gap": g, "chosen_verdict": v}) + "\n"
+                                                        for g, v in zip([2, 4, 4, 3, 4], "AABAB")))
     (run / "rft").mkdir()
     logs = [{"loss": 1.0, "logps/chosen": -3.0, "logps/rejected": -10.0, "rewards/margins": 0.0,
              "rewards/accuracies": 0.5}, {"train_loss": 0.9},
@@ -304,5 +305,5 @@ def test_the_training_command_reports_level_gaps_and_log_prob_drift(tmp_path, ca
     (run / "rft" / "trainer_state.json").write_text(json.dumps({"log_history": logs}))
     study_report(["training", str(run)])
     row = capsys.readouterr().out.splitlines()[2]
-    assert row == (f"| {run} | 5 | 2: 1, 3: 1, 4: 3 | rft | -3.00 → -2.50 | -10.00 → -9.00 | 0.000 → 0.100 | "
+    assert row == (f"| {run} | 5 | 2: 1, 3: 1, 4: 3 | 60.0% | rft | -3.00 → -2.50 | -10.00 → -9.00 | 0.000 → 0.100 | "
                    "0.75 | 1.25 |")
