@@ -33,3 +33,8 @@ done
 d "Pairs balanced for answer order (the recipe: levels, dataset normalisation, NLL 16)" \
   "balanced=$(rec balance_orders balance_orders-true-loss_weights-1.0-16.0)" "unbalanced=$(rec balance_orders balance_orders-false-loss_weights-1.0-16.0)"
 } > $R/differences.md
+bt() { echo "$R/tuning_bt/records/seed{seed}/sweep/bt.learning_rate-$1-bt.num_train_epochs-$2/bt.json.gz"; }
+{
+d "The BT model's own learning rate and epochs (its best cell on validation against the recipe's, and against GFRIEND)" \
+  "bt_1e-3_6ep=$(bt 1e-3 6)" "bt_1e-3_3ep=$(bt 1e-3 3)" "gfriend=$(rec weights_nll loss_weights-1.0-16.0-weighting-levels)"
+} >> $R/differences.md
