@@ -21,7 +21,7 @@ from pipeline.reports import (label_curve_figure, label_curve_table, read_result
                               sweep_table)
 from pipeline.runner import SeedRun
 from pipeline.stages import JUDGES, PAIR_SETTINGS, SHARED_STAGES, judge_name
-from utils.io import DataError, open_text, write_json
+from utils.io import DataError, atomic_open, dumps, open_text, write_json
 from utils.provenance import manifest, run_commit
 
 
@@ -76,10 +76,8 @@ def keep_record(src: str, dst: str) -> None:
         for item in items:
             for order in item.get("orders", []):
                 order.pop("prompt", None)
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    with open(dst + ".tmp", "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as z:
-        z.write(json.dumps(result, ensure_ascii=False).encode("utf-8"))  # mtime 0: the same records, the same bytes
-    os.replace(dst + ".tmp", dst)
+    with atomic_open(dst, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as z:
+        z.write(dumps(result).encode("utf-8"))  # no name, mtime 0: the same records, the same bytes
 
 
 def run_seeds(a: PipelineArguments) -> None:
