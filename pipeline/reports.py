@@ -10,6 +10,7 @@ variant being n for a label curve; the SFT judge uses no labels, so it is one va
 From the command line, for judges of different studies on the same items, and for the why:
   python -m pipeline.reports diff --seeds 0,1,2 A=runs/seed{seed}/x/eval/gfriend.json B=...
   python -m pipeline.reports training runs/seed0/n600 runs/seed0/sweep/alpha-2-threshold-median
+  python -m pipeline.reports orders SFT=runs/seed1/eval/sft.json refine=runs/seed1/refine/samples.jsonl
 """
 from __future__ import annotations
 
@@ -294,6 +295,49 @@ def training_table(runs: list[str]) -> str:
     return "\n".join(lines)
 
 
+def verdicts_of(path: str) -> list[tuple[str, str, str | None, str | None]]:
+    """(category, slot of the better answer, verdict or None, level or None) per judgment: of every
+    answer order of an evaluation file, of a refinement's samples.jsonl, or of a pairs.jsonl's chosen
+    judgments (the slots the NLL term teaches; categories from the samples.jsonl beside it)."""
+    name = os.path.basename(path)
+    if name == "samples.jsonl":
+        return [(r["category"], r["pos_slot"], r.get("verdict"), r.get("level"))
+                for r in read_jsonl(path, required={"pos_slot": str})]
+    if name == "pairs.jsonl":
+        samples = read_jsonl(os.path.join(os.path.dirname(path), "samples.jsonl"))
+        category = {r["item_id"]: r["category"] for r in samples}
+        return [(category[p["item_id"]], p["chosen_verdict"], p["chosen_verdict"], p["chosen_level"])
+                for p in read_jsonl(path, required={"chosen_verdict": str})]
+    return [(item["category"], o["pos_slot"], o.get("verdict"), None)
+            for item in eval_items(path) for o in item["orders"]]
+
+
+def orders_table(named: list[tuple[str, str]]) -> str:
+    """Markdown: per judge and category, how often it is right when the better answer sits in slot A
+    and when in slot B, how often it says A, and how often it gives no verdict: a judge that says one
+    slot whatever it reads scores 50% by being right in one order only. For refinement samples and
+    pairs also the share of right judgments that perplexity called strong (SA), per order: where the
+    judge is surer of one slot, the strong level, and the widest-gap pairs, go to that slot."""
+    lines = ["| judge | category | judgments | right, better in A | right, better in B | says A | no verdict | "
+             "SA of right, A | SA of right, B |", "|---" * 9 + "|"]
+    pct = lambda k, n: f"{100 * k / n:.1f}%" if n else "–"  # noqa: E731
+    for name, path in named:
+        rows = verdicts_of(path)
+        for category in ["all", *sorted({r[0] for r in rows})]:
+            sel = [r[1:] for r in rows if category in ("all", r[0])]
+            cells = [f"| {name} | {category} | {len(sel)}"]
+            for slot in "AB":
+                right = [v == pos for pos, v, _ in sel if pos == slot]
+                cells.append(pct(sum(right), len(right)))
+            cells += [pct(sum(v == "A" for _, v, _ in sel), len(sel)), pct(sum(v is None for _, v, _ in sel), len(sel))]
+            for slot in "AB":
+                levels = [lv for pos, v, lv in sel if pos == slot and v == pos and lv is not None]
+                cells.append(pct(levels.count("SA"), len(levels)))
+            lines.append(" | ".join(cells) + " |")
+            name = ""
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m pipeline.reports", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -302,10 +346,14 @@ def main(argv=None) -> None:
     diff.add_argument("--seeds", required=True, help="comma-separated seeds")
     training = sub.add_parser("training", help="level gaps, log-prob drift, margins and weights of runs")
     training.add_argument("runs", nargs="+", help="folders holding refine/ and mdpo/, dpo/ or rft/")
+    orders = sub.add_parser("orders", help="per judge and category: right per answer order, says A, no verdict")
+    orders.add_argument("evals", nargs="+", help="NAME=results file, refine samples.jsonl or pairs.jsonl")
     args = ap.parse_args(argv)
     try:
-        if args.command == "diff":
-            named = [tuple(e.split("=", 1)) if "=" in e else (e, e) for e in args.evals]
+        named = [tuple(e.split("=", 1)) if "=" in e else (e, e) for e in getattr(args, "evals", [])]
+        if args.command == "orders":
+            print(orders_table(named))
+        elif args.command == "diff":
             if len(named) < 2:
                 raise DataError("diff needs at least two judges")
             print(diff_table(named, [int(s) for s in args.seeds.split(",")]))

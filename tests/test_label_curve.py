@@ -218,6 +218,34 @@ def test_the_diff_table_shows_each_seeds_difference(tmp_path):
     assert "| X − Y | +75.0 [" in table and table.rstrip().endswith("| +100.0, +50.0 |")
 
 
+def test_the_orders_table_shows_a_judge_that_says_one_slot_whatever_it_reads(tmp_path, capsys):
+    """A judge saying A on every instruction item scores 50% there: right in one order only. The
+    table shows it, for an evaluation file, a refinement's samples and the pairs' chosen judgments."""
+    from pipeline.reports import main as report
+
+    def order(pos, verdict):
+        return {"pos_slot": pos, "verdict": verdict}
+
+    items = [{"id": "i0", "category": "instruction", "orders": [order("A", "A"), order("B", "A")]},
+             {"id": "i1", "category": "instruction", "orders": [order("A", "A"), order("B", "A")]},
+             {"id": "s0", "category": "safety", "orders": [order("A", "A"), order("B", None)]}]
+    (tmp_path / "eval.json").write_text(json.dumps({"items": {"test.jsonl": items}}))
+    refine = tmp_path / "refine"
+    refine.mkdir()
+    samples = [{"item_id": "i0", "category": "instruction", "pos_slot": p, "verdict": v, "level": lv} for p, v, lv in
+               [("A", "A", "SA"), ("A", "B", "WR"), ("B", "B", "SA"), ("B", "B", "WA")]]
+    (refine / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in samples))
+    pair = {"item_id": "i0", "chosen_verdict": "B", "chosen_level": "WA"}
+    (refine / "pairs.jsonl").write_text(json.dumps(pair) + "\n")
+    report(["orders", f"J={tmp_path}/eval.json", f"S={refine}/samples.jsonl", f"P={refine}/pairs.jsonl"])
+    table = capsys.readouterr().out
+    assert "| J | all | 6 | 100.0% | 0.0% | 83.3% | 16.7% | – | – |" in table
+    assert "|  | instruction | 4 | 100.0% | 0.0% | 100.0% | 0.0% | – | – |" in table
+    assert "|  | safety | 2 | 100.0% | 0.0% | 50.0% | 50.0% | – | – |" in table
+    assert "| S | all | 4 | 50.0% | 100.0% | 25.0% | 0.0% | 100.0% | 50.0% |" in table
+    assert "| P | all | 1 | – | 100.0% | 0.0% | 0.0% | – | 0.0% |" in table
+
+
 @pytest.mark.parametrize("name", ["demo.yaml", *sorted(os.path.relpath(p, os.path.join(ROOT, "configs")) for p in
                                                  glob.glob(os.path.join(ROOT, "configs", "studies", "*.yaml")))])
 def test_the_pipeline_configs_parse_and_plan(name, monkeypatch):
