@@ -306,7 +306,7 @@ def verdicts_of(path: str) -> list[tuple[str, str, str | None, str | None]]:
     if name == "pairs.jsonl":
         samples = read_jsonl(os.path.join(os.path.dirname(path), "samples.jsonl"))
         category = {r["item_id"]: r["category"] for r in samples}
-        return [(category[p["item_id"]], p["chosen_verdict"], p["chosen_verdict"], p["chosen_level"])
+        return [(category[p["item_id"]], p["chosen_verdict"], p["chosen_verdict"], p.get("chosen_level"))
                 for p in read_jsonl(path, required={"chosen_verdict": str})]
     return [(item["category"], o["pos_slot"], o.get("verdict"), None)
             for item in eval_items(path) for o in item["orders"]]
