@@ -264,6 +264,11 @@ def diff_table(named: list[tuple[str, str]], seeds: list[int]) -> str:
 TRAINERS = ("mdpo", "dpo", "rft")
 
 
+def percent(k: int, n: int) -> str:
+    """k of n as a table cell, '–' where there is nothing to count."""
+    return f"{100 * k / n:.1f}%" if n else "–"
+
+
 def training_table(runs: list[str]) -> str:
     """Markdown: per run folder (refine/ plus trainer folders) the pairs, their level gaps and the share
     whose chosen judgment says A, and per trainer the first and last logged chosen/rejected log-probs,
@@ -275,7 +280,7 @@ def training_table(runs: list[str]) -> str:
         pairs = read_jsonl(os.path.join(run, "refine", "pairs.jsonl"), required={"gap": (int, float)})
         gaps = collections.Counter(p["gap"] for p in pairs)
         says = [p["chosen_verdict"] for p in pairs if p.get("chosen_verdict") in ("A", "B")]  # a slot the NLL teaches
-        slot = f"{100 * says.count('A') / len(says):.1f}%" if says else "–"
+        slot = percent(says.count("A"), len(says))
         head = (f"| {run} | {sum(gaps.values())} | " + ", ".join(f"{g}: {c}" for g, c in sorted(gaps.items())) +
                 f" | {slot} |")
         for stage in TRAINERS:
@@ -320,7 +325,6 @@ def orders_table(named: list[tuple[str, str]]) -> str:
     judge is surer of one slot, the strong level, and the widest-gap pairs, go to that slot."""
     lines = ["| judge | category | judgments | right, better in A | right, better in B | says A | no verdict | "
              "SA of right, A | SA of right, B |", "|---" * 9 + "|"]
-    pct = lambda k, n: f"{100 * k / n:.1f}%" if n else "–"  # noqa: E731
     for name, path in named:
         rows = verdicts_of(path)
         for category in ["all", *sorted({r[0] for r in rows})]:
@@ -328,11 +332,12 @@ def orders_table(named: list[tuple[str, str]]) -> str:
             cells = [f"| {name} | {category} | {len(sel)}"]
             for slot in "AB":
                 right = [v == pos for pos, v, _ in sel if pos == slot]
-                cells.append(pct(sum(right), len(right)))
-            cells += [pct(sum(v == "A" for _, v, _ in sel), len(sel)), pct(sum(v is None for _, v, _ in sel), len(sel))]
+                cells.append(percent(sum(right), len(right)))
+            cells += [percent(sum(v == "A" for _, v, _ in sel), len(sel)),
+                      percent(sum(v is None for _, v, _ in sel), len(sel))]
             for slot in "AB":
                 levels = [lv for pos, v, lv in sel if pos == slot and v == pos and lv is not None]
-                cells.append(pct(levels.count("SA"), len(levels)))
+                cells.append(percent(levels.count("SA"), len(levels)))
             lines.append(" | ".join(cells) + " |")
             name = ""
     return "\n".join(lines)
