@@ -9,6 +9,7 @@ variant being n for a label curve; the SFT judge uses no labels, so it is one va
 
 From the command line, for judges of different studies on the same items, and for the why:
   python -m pipeline.reports diff --seeds 0,1,2 A=runs/seed{seed}/x/eval/gfriend.json B=...
+  python -m pipeline.reports table --seeds 0,1,2 A=runs/seed{seed}/x/eval/gfriend.json B=...
   python -m pipeline.reports training runs/seed0/n600 runs/seed0/sweep/alpha-2-threshold-median
   python -m pipeline.reports orders SFT=runs/seed1/eval/sft.json refine=runs/seed1/refine/samples.jsonl
 """
@@ -242,6 +243,13 @@ def sweep_table(runs: dict, judges: dict[str, list[tuple[str, str]]], split: str
     return "\n".join(lines)
 
 
+def seeds_table(named: list[tuple[str, str]], seeds: list[int], split: str) -> str:
+    """study_table from evaluation files whose paths hold {seed}: a study whose seeds ran one command
+    at a time (or in different sessions) gets its mean ± std per category from the committed records."""
+    return study_table([{name: read_result(path.replace("{seed}", str(s))) for name, path in named} for s in seeds],
+                       seeds, split)
+
+
 def diff_table(named: list[tuple[str, str]], seeds: list[int]) -> str:
     """Markdown: each judge's accuracy over seeds, then the first judge minus each other one with a
     95% two-level bootstrap interval and each seed's own difference; paths hold {seed}."""
@@ -349,6 +357,10 @@ def main(argv=None) -> None:
     diff = sub.add_parser("diff", help="the first judge minus each other one, paired over items, over seeds")
     diff.add_argument("evals", nargs="+", help="NAME=run_eval.py results file, {seed} standing for the seed")
     diff.add_argument("--seeds", required=True, help="comma-separated seeds")
+    table = sub.add_parser("table", help="each judge's accuracy mean ± std over seeds, overall and per category")
+    table.add_argument("evals", nargs="+", help="NAME=run_eval.py results file, {seed} standing for the seed")
+    table.add_argument("--seeds", required=True, help="comma-separated seeds")
+    table.add_argument("--split", default="test", help="the split's name, for the table's caption")
     training = sub.add_parser("training", help="level gaps, log-prob drift, margins and weights of runs")
     training.add_argument("runs", nargs="+", help="folders holding refine/ and mdpo/, dpo/ or rft/")
     orders = sub.add_parser("orders", help="per judge and category: right per answer order, says A, no verdict")
@@ -358,6 +370,8 @@ def main(argv=None) -> None:
         named = [tuple(e.split("=", 1)) if "=" in e else (e, e) for e in getattr(args, "evals", [])]
         if args.command == "orders":
             print(orders_table(named))
+        elif args.command == "table":
+            print(seeds_table(named, [int(s) for s in args.seeds.split(",")], args.split))
         elif args.command == "diff":
             if len(named) < 2:
                 raise DataError("diff needs at least two judges")

@@ -319,6 +319,19 @@ def test_the_diff_command_pairs_judges_of_different_runs_item_by_item(tmp_path, 
         study_report(["diff", "--seeds", "0", f"A={tmp_path}/s0/a.json.gz", f"C={tmp_path}/s0/c.json"])
 
 
+def test_the_table_command_averages_seeds_run_one_at_a_time_per_category(tmp_path, capsys):
+    for seed, (acc, cat) in enumerate([(0.5, 0.4), (0.7, 0.8)]):
+        path = tmp_path / f"seed{seed}" / "records" / "gfriend.json.gz"
+        path.parent.mkdir(parents=True)
+        result = {"n": 10, "accuracy": acc, "categories": {"safety": {"accuracy": cat}}}
+        with gzip.open(path, "wt") as f:
+            f.write(json.dumps({"items": {"test.jsonl": []}, "results": {"test.jsonl": result}}))
+    study_report(["table", "--seeds", "0,1", "--split", "val",
+                  f"GFRIEND={tmp_path}/seed{{seed}}/records/gfriend.json.gz"])
+    out = capsys.readouterr().out
+    assert "| GFRIEND | 60.0 ± 14.1 | 60.0 ± 28.3 |" in out and "held-out val pairs" in out and "seeds 0, 1." in out
+
+
 def test_the_training_command_reports_level_gaps_and_log_prob_drift(tmp_path, capsys):
     run = tmp_path / "n600"
     (run / "refine").mkdir(parents=True)
