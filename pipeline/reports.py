@@ -354,12 +354,13 @@ def orders_table(named: list[tuple[str, str]]) -> str:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m pipeline.reports", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
-    diff = sub.add_parser("diff", help="the first judge minus each other one, paired over items, over seeds")
-    diff.add_argument("evals", nargs="+", help="NAME=run_eval.py results file, {seed} standing for the seed")
-    diff.add_argument("--seeds", required=True, help="comma-separated seeds")
-    table = sub.add_parser("table", help="each judge's accuracy mean ± std over seeds, overall and per category")
-    table.add_argument("evals", nargs="+", help="NAME=run_eval.py results file, {seed} standing for the seed")
-    table.add_argument("--seeds", required=True, help="comma-separated seeds")
+    over_seeds = argparse.ArgumentParser(add_help=False)  # diff and table: judges' files over seeds
+    over_seeds.add_argument("evals", nargs="+", help="NAME=run_eval.py results file, {seed} standing for the seed")
+    over_seeds.add_argument("--seeds", required=True, help="comma-separated seeds")
+    sub.add_parser("diff", parents=[over_seeds],
+                   help="the first judge minus each other one, paired over items, over seeds")
+    table = sub.add_parser("table", parents=[over_seeds],
+                           help="each judge's accuracy mean ± std over seeds, overall and per category")
     table.add_argument("--split", default="test", help="the split's name, for the table's caption")
     training = sub.add_parser("training", help="level gaps, log-prob drift, margins and weights of runs")
     training.add_argument("runs", nargs="+", help="folders holding refine/ and mdpo/, dpo/ or rft/")
@@ -368,14 +369,15 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     try:
         named = [tuple(e.split("=", 1)) if "=" in e else (e, e) for e in getattr(args, "evals", [])]
+        seeds = [int(s) for s in args.seeds.split(",")] if getattr(args, "seeds", None) else None
         if args.command == "orders":
             print(orders_table(named))
         elif args.command == "table":
-            print(seeds_table(named, [int(s) for s in args.seeds.split(",")], args.split))
+            print(seeds_table(named, seeds, args.split))
         elif args.command == "diff":
             if len(named) < 2:
                 raise DataError("diff needs at least two judges")
-            print(diff_table(named, [int(s) for s in args.seeds.split(",")]))
+            print(diff_table(named, seeds))
         else:
             print(training_table(args.runs))
     except (DataError, FileNotFoundError) as e:
